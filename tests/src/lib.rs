@@ -1,0 +1,189 @@
+//! Helpers for the tests that talk to a real RabbitMQ at `AMQP_URL`.
+//!
+//! A missing broker is a loud failure that says how to start one, never a silent skip.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use amqp_wire::methods::{ChannelOpen, ConnectionOpen, ConnectionStartOk, ConnectionTuneOk};
+use amqp_wire::{
+    ChannelId, FieldTable, FieldValue, Frame, FrameDecoder, LongStr, Method, ShortStr,
+};
+use bytes::BytesMut;
+
+/// The broker URL the tests use: `AMQP_URL`, or RabbitMQ's default on loopback.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// `host:port` of the first endpoint of [`amqp_url`].
+pub fn broker_addr() -> String {
+    let url = amqp_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let first = host_port.split(',').next().unwrap_or(host_port);
+    if first.contains(':') {
+        first.to_owned()
+    } else {
+        format!("{first}:5672")
+    }
+}
+
+/// A unique name for this test run's queues and exchanges, so runs on a shared broker never
+/// collide.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "amqp-rs-test.{prefix}.{}.{nanos}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A blocking AMQP session built from nothing but `amqp-wire`'s codec: the tests use it to
+/// check the codec's bytes against the real broker before any client exists on top.
+pub struct RawSession {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    read_buf: BytesMut,
+    /// `frame_max` agreed in the handshake.
+    pub frame_max: u32,
+}
+
+impl RawSession {
+    /// Connects, sends the protocol header and completes the handshake as guest on vhost `/`.
+    ///
+    /// # Panics
+    /// With a message that says how to start a broker when none answers.
+    pub fn open() -> Self {
+        let addr = broker_addr();
+        let stream = TcpStream::connect(&addr).unwrap_or_else(|e| {
+            panic!(
+                "no RabbitMQ answers at {addr} ({e}). Start one with `scripts/ensure-rabbitmq` \
+                 (installs and starts the Debian package as root), `docker compose up -d`, \
+                 or point AMQP_URL at a broker"
+            )
+        });
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set read timeout");
+        stream.set_nodelay(true).expect("set nodelay");
+        let mut s = Self {
+            stream,
+            decoder: FrameDecoder::new(0),
+            read_buf: BytesMut::new(),
+            frame_max: 0,
+        };
+        s.write_raw(&amqp_wire::ProtocolVersion::AMQP_0_9_1.header());
+        s.handshake();
+        s
+    }
+
+    fn handshake(&mut self) {
+        let Frame::Method(_, Method::ConnectionStart(start)) = self.recv() else {
+            panic!("expected connection.start");
+        };
+        assert!(start.mechanisms.to_str().is_ok_and(|m| m.contains("PLAIN")));
+        let mut capabilities = FieldTable::new();
+        capabilities.insert("consumer_cancel_notify", true);
+        capabilities.insert("connection.blocked", true);
+        capabilities.insert("authentication_failure_close", true);
+        let mut props = FieldTable::new();
+        props.insert("product", "amqp-rs tests");
+        props.insert("capabilities", FieldValue::Table(capabilities));
+        self.send_method(
+            ChannelId(0),
+            ConnectionStartOk {
+                client_properties: props,
+                response: LongStr::from("\0guest\0guest"),
+                ..Default::default()
+            },
+        );
+        let Frame::Method(_, Method::ConnectionTune(tune)) = self.recv() else {
+            panic!("expected connection.tune");
+        };
+        self.frame_max = tune.frame_max;
+        self.decoder.set_max_frame_size(tune.frame_max);
+        self.send_method(
+            ChannelId(0),
+            ConnectionTuneOk {
+                channel_max: tune.channel_max,
+                frame_max: tune.frame_max,
+                heartbeat: 0,
+            },
+        );
+        self.send_method(
+            ChannelId(0),
+            ConnectionOpen {
+                virtual_host: ShortStr::from_static("/"),
+            },
+        );
+        let Frame::Method(_, Method::ConnectionOpenOk(_)) = self.recv() else {
+            panic!("expected connection.open-ok");
+        };
+    }
+
+    /// Opens channel `id` and waits for open-ok.
+    pub fn open_channel(&mut self, id: u16) {
+        self.send_method(ChannelId(id), ChannelOpen);
+        match self.recv() {
+            Frame::Method(ch, Method::ChannelOpenOk(_)) if ch.0 == id => {}
+            other => panic!("expected channel.open-ok, got {other:?}"),
+        }
+    }
+
+    /// Encodes and writes one method frame.
+    pub fn send_method(&mut self, channel: ChannelId, method: impl Into<Method>) {
+        self.send(&Frame::Method(channel, method.into()));
+    }
+
+    /// Encodes and writes one frame.
+    pub fn send(&mut self, frame: &Frame) {
+        let mut out = BytesMut::new();
+        frame.encode(&mut out).expect("frame fits");
+        self.write_raw(&out);
+    }
+
+    /// Writes octets as they are.
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to broker");
+    }
+
+    /// Reads the next frame (heartbeats are skipped).
+    ///
+    /// # Panics
+    /// When the broker closes the socket, sends a malformed frame, or says nothing for 10 s.
+    pub fn recv(&mut self) -> Frame {
+        loop {
+            match self.decoder.decode(&mut self.read_buf) {
+                Ok(Some(Frame::Heartbeat)) => continue,
+                Ok(Some(frame)) => return frame,
+                Ok(None) => {}
+                Err(e) => panic!("broker sent a frame our decoder refuses: {e}"),
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut chunk).expect("read from broker");
+            assert!(n > 0, "broker closed the connection");
+            self.read_buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads raw octets until the broker closes the socket or `limit` octets arrived.
+    pub fn read_until_close(&mut self, limit: usize) -> Vec<u8> {
+        let mut out = self.read_buf.split().to_vec();
+        let mut chunk = [0u8; 1024];
+        while out.len() < limit {
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+        out
+    }
+}
