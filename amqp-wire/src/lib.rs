@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+pub mod connection;
 mod error;
 pub mod frame;
 pub mod table;

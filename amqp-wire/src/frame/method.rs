@@ -226,6 +226,49 @@ impl Method {
         self.encode_args(dst);
     }
 
+    /// The (class, method) ids of the replies a peer may answer this method with; empty for
+    /// an asynchronous method and for one sent with `nowait` set.
+    pub fn replies(&self) -> &'static [(u16, u16)] {
+        match self {
+            Self::ConnectionStart(_) => &[(10, 11)],
+            Self::ConnectionSecure(_) => &[(10, 21)],
+            Self::ConnectionTune(_) => &[(10, 31)],
+            Self::ConnectionOpen(_) => &[(10, 41)],
+            Self::ConnectionClose(_) => &[(10, 51)],
+            Self::ConnectionUpdateSecret(_) => &[(10, 71)],
+            Self::ChannelOpen(_) => &[(20, 11)],
+            Self::ChannelFlow(_) => &[(20, 21)],
+            Self::ChannelClose(_) => &[(20, 41)],
+            Self::AccessRequest(_) => &[(30, 11)],
+            Self::ExchangeDeclare(m) if !m.no_wait => &[(40, 11)],
+            Self::ExchangeDelete(m) if !m.no_wait => &[(40, 21)],
+            Self::ExchangeBind(m) if !m.no_wait => &[(40, 31)],
+            Self::ExchangeUnbind(m) if !m.no_wait => &[(40, 51)],
+            Self::QueueDeclare(m) if !m.no_wait => &[(50, 11)],
+            Self::QueueBind(m) if !m.no_wait => &[(50, 21)],
+            Self::QueuePurge(m) if !m.no_wait => &[(50, 31)],
+            Self::QueueDelete(m) if !m.no_wait => &[(50, 41)],
+            // queue.unbind has no nowait bit.
+            Self::QueueUnbind(_) => &[(50, 51)],
+            Self::BasicQos(_) => &[(60, 11)],
+            Self::BasicConsume(m) if !m.no_wait => &[(60, 21)],
+            Self::BasicCancel(m) if !m.no_wait => &[(60, 31)],
+            Self::BasicGet(_) => &[(60, 71), (60, 72)],
+            // The XML forgets recover-ok (errata 28); RabbitMQ sends it.
+            Self::BasicRecover(_) => &[(60, 111)],
+            Self::ConfirmSelect(m) if !m.no_wait => &[(85, 11)],
+            Self::TxSelect(_) => &[(90, 11)],
+            Self::TxCommit(_) => &[(90, 21)],
+            Self::TxRollback(_) => &[(90, 31)],
+            _ => &[],
+        }
+    }
+
+    /// The (class, method) ids.
+    pub fn id(&self) -> (u16, u16) {
+        (self.class_id(), self.method_id())
+    }
+
     /// True for the methods that a content header and body follow: `basic.publish`,
     /// `basic.return`, `basic.deliver` and `basic.get-ok`.
     pub fn has_content(&self) -> bool {
@@ -236,5 +279,68 @@ impl Method {
                 | Self::BasicDeliver(_)
                 | Self::BasicGetOk(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::methods::testing::round_trip;
+
+    /// Every reply id in `replies` names a method of the table, and the `-ok` one at that.
+    #[test]
+    fn reply_ids_name_the_ok_methods() {
+        let requests: Vec<Method> = vec![
+            ConnectionStart::default().into(),
+            ConnectionSecure::default().into(),
+            ConnectionTune::default().into(),
+            ConnectionOpen::default().into(),
+            ConnectionClose::default().into(),
+            ConnectionUpdateSecret::default().into(),
+            ChannelOpen.into(),
+            ChannelFlow::default().into(),
+            ChannelClose::default().into(),
+            ExchangeDeclare::default().into(),
+            ExchangeDelete::default().into(),
+            ExchangeBind::default().into(),
+            ExchangeUnbind::default().into(),
+            QueueDeclare::default().into(),
+            QueueBind::default().into(),
+            QueuePurge::default().into(),
+            QueueDelete::default().into(),
+            QueueUnbind::default().into(),
+            BasicQos::default().into(),
+            BasicConsume::default().into(),
+            BasicCancel::default().into(),
+            BasicGet::default().into(),
+            BasicRecover::default().into(),
+            ConfirmSelect::default().into(),
+            TxSelect.into(),
+            TxCommit.into(),
+            TxRollback.into(),
+        ];
+        for request in requests {
+            let replies = request.replies();
+            assert!(!replies.is_empty(), "{} has no reply", request.name());
+            for &(class_id, method_id) in replies {
+                let mut payload = BytesMut::new();
+                payload.put_u16(class_id);
+                payload.put_u16(method_id);
+                // Decoding only the ids proves the pair is in the table (arguments are short).
+                let err = Method::decode(&payload.freeze());
+                assert!(
+                    !matches!(err, Err(DecodeError::UnknownMethod { .. })),
+                    "{} -> {class_id}/{method_id} is not a method",
+                    request.name()
+                );
+            }
+        }
+        let no_wait = QueueDeclare {
+            no_wait: true,
+            ..Default::default()
+        };
+        assert!(Method::from(no_wait).replies().is_empty());
+        assert!(Method::from(BasicPublish::default()).replies().is_empty());
+        round_trip(TxSelect.into());
     }
 }

@@ -3,6 +3,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::ReplyCode;
+use std::fmt;
+
 use crate::frame::method::Args;
 use crate::frame::wire::{
     PResult, long, long_str, long_str_len, octet, put_long_bytes, put_short_str, short, short_str,
@@ -69,7 +71,7 @@ impl Args for ConnectionStart {
 }
 
 /// `connection.start-ok`: the client's properties, chosen mechanism, response and locale.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ConnectionStartOk {
     /// The client's properties: `product`, `capabilities`, `connection_name`, ...
     pub client_properties: FieldTable,
@@ -143,7 +145,7 @@ impl Args for ConnectionSecure {
 }
 
 /// `connection.secure-ok`: the client's answer to a SASL challenge.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ConnectionSecureOk {
     /// The response, opaque to the codec.
     pub response: LongStr,
@@ -362,7 +364,7 @@ impl Args for ConnectionBlocked {
 pub struct ConnectionUnblocked;
 
 /// `connection.update-secret`: replace the secret (such as an OAuth token) of the connection.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ConnectionUpdateSecret {
     /// The new secret.
     pub new_secret: LongStr,
@@ -388,6 +390,37 @@ impl Args for ConnectionUpdateSecret {
 /// `connection.update-secret-ok`: the server accepted the new secret.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConnectionUpdateSecretOk;
+
+/// What `Debug` shows instead of a credential, so that logging a method never leaks one.
+const REDACTED: &str = "<redacted>";
+
+impl fmt::Debug for ConnectionStartOk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionStartOk")
+            .field("client_properties", &self.client_properties)
+            .field("mechanism", &self.mechanism)
+            .field("response", &REDACTED)
+            .field("locale", &self.locale)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ConnectionSecureOk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionSecureOk")
+            .field("response", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ConnectionUpdateSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionUpdateSecret")
+            .field("new_secret", &REDACTED)
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -586,6 +619,28 @@ mod tests {
                 Method::decode(&whole.slice(..len)).is_err(),
                 "accepted {len} octets"
             );
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_credentials() {
+        let start_ok = ConnectionStartOk {
+            response: LongStr::from("\0guest\0s3cret"),
+            ..Default::default()
+        };
+        let secret = ConnectionUpdateSecret {
+            new_secret: LongStr::from("s3cret"),
+            ..Default::default()
+        };
+        let secure = ConnectionSecureOk {
+            response: LongStr::from("s3cret"),
+        };
+        for shown in [
+            format!("{start_ok:?}"),
+            format!("{secret:?}"),
+            format!("{secure:?}"),
+        ] {
+            assert!(!shown.contains("s3cret"), "{shown}");
         }
     }
 }

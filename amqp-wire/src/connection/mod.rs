@@ -1,0 +1,587 @@
+//! The client connection state machine, sans-IO.
+//!
+//! A [`Connection`] is a plain value: it is fed received bytes and the current time, and is
+//! asked for bytes to send, for events, and for the next instant it wants to be woken at. It
+//! never blocks, reads no clock and owns no socket, so every rule it follows is tested
+//! deterministically (see `tests/` beside this file: a scripted broker built from this
+//! crate's codec).
+//!
+//! # The transport's loop
+//!
+//! Its methods come in four groups:
+//! - **(A) getters**: [`Connection::state`], [`Connection::is_closed`], [`Connection::tune`], ...
+//! - **(B) input**: [`Connection::handle_input`] with the bytes read,
+//!   [`Connection::handle_timeout`] when the instant from `poll_timeout` has come,
+//!   [`Connection::handle_eof`] when the socket closed.
+//! - **(C) commands**: [`Connection::open_channel`], [`Connection::channel`] then the
+//!   [`Channel`]'s methods, [`Connection::close`], [`Connection::update_secret`].
+//! - **(D) output**: after every (B) or (C) call, call all three, in this order:
+//!   [`Connection::poll_transmit`] (bytes to write), [`Connection::poll_event`] (until `None`),
+//!   [`Connection::poll_timeout`] (when to call `handle_timeout`).
+//!
+//! ```
+//! use std::time::Instant;
+//! use amqp_wire::connection::{ClientConfig, Connection, Event};
+//! use amqp_wire::Transmit;
+//! use bytes::{Buf, BytesMut};
+//!
+//! let mut conn = Connection::client(ClientConfig::default(), Instant::now());
+//! let mut out = Transmit::new();
+//! let mut read_buf = BytesMut::new();
+//! // One turn of the loop; a real transport repeats it until `is_closed()` and `out` is empty.
+//! conn.poll_transmit(Instant::now(), &mut out);   // the protocol header, first
+//! assert_eq!(out.chunk(), b"AMQP\x00\x00\x09\x01");
+//! // socket.write_vectored(out.chunks_vectored(..)); out.advance(written);
+//! // read into `read_buf`, then:
+//! conn.handle_input(Instant::now(), &mut read_buf);
+//! while let Some(event) = conn.poll_event() {
+//!     match event {
+//!         Event::Connected { .. } => { /* open channels */ }
+//!         _ => {}
+//!     }
+//! }
+//! let _wake_at = conn.poll_timeout();             // sleep until then, or until readable
+//! ```
+
+mod api;
+mod channel;
+mod config;
+mod content;
+mod error;
+mod event;
+mod handshake;
+mod heartbeat;
+mod shared;
+mod tags;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+pub use self::api::Channel;
+use self::channel::{ChannelState, Outcome, Pending};
+pub use self::config::{ClientConfig, Sasl};
+use self::error::Violation;
+pub use self::error::{CloseReason, ConnectionError, Initiator, UsageError};
+pub use self::event::{Confirmation, Delivery, Event, RequestId, Returned, Tune};
+use self::heartbeat::Heartbeat;
+use self::shared::Shared;
+use crate::codec::FrameDecoder;
+use crate::error::{DecodeError, ReplyCode};
+use crate::frame::method::Method;
+use crate::frame::methods::{
+    ChannelOpen, ConnectionClose, ConnectionCloseOk, ConnectionUpdateSecret,
+};
+use crate::frame::{FRAME_MIN_SIZE, Frame};
+use crate::table::FieldTable;
+use crate::transmit::Transmit;
+use crate::types::{ChannelId, LongStr, ProtocolVersion, ShortStr};
+
+/// The largest frame accepted before `connection.tune` sets the limit. The spec's minimum is
+/// 4096, but a broker with many server properties may send a larger `connection.start`.
+const PRE_TUNE_FRAME_MAX: u32 = 128 * 1024;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Protocol header, start, tune, open.
+    Handshake,
+    /// Open: channels may be used.
+    Open,
+    /// A `connection.close` was sent; waiting for `close-ok`.
+    Closing,
+    /// Over. The transport writes what `poll_transmit` still gives, then closes the socket.
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for `connection.start`.
+    Start,
+    /// `start-ok` sent; waiting for `tune` (or `secure`).
+    Tune,
+    /// `tune-ok` and `open` sent; waiting for `open-ok`.
+    OpenOk,
+    Open,
+    Closing,
+    Closed,
+}
+
+/// A client connection's protocol state: see the module docs for the loop that drives it.
+#[derive(Debug)]
+pub struct Connection {
+    config: ClientConfig,
+    virtual_host: ShortStr,
+    phase: Phase,
+    decoder: FrameDecoder,
+    shared: Shared,
+    /// Indexed by channel number; `None` is a free number.
+    channels: Vec<Option<ChannelState>>,
+    tune: Tune,
+    server_properties: FieldTable,
+    heartbeat: Heartbeat,
+    now: Instant,
+    handshake_deadline: Instant,
+    close_deadline: Option<Instant>,
+    /// Why we sent `connection.close`, reported when `close-ok` comes.
+    closing: Option<CloseReason>,
+    /// Sticky: set once, reported by `Event::Closed` once.
+    error: Option<ConnectionError>,
+    blocked: bool,
+    secret_requests: VecDeque<RequestId>,
+}
+
+impl Connection {
+    /// A client connection; the protocol header is queued for `poll_transmit` at once.
+    pub fn client(config: ClientConfig, now: Instant) -> Self {
+        let mut shared = Shared::new(FRAME_MIN_SIZE, config.max_message_size);
+        shared.out.push_raw(&ProtocolVersion::AMQP_0_9_1.header());
+        let virtual_host = ShortStr::try_from(config.virtual_host.as_str());
+        let mut conn = Self {
+            virtual_host: virtual_host.clone().unwrap_or_default(),
+            phase: Phase::Start,
+            decoder: FrameDecoder::new(PRE_TUNE_FRAME_MAX),
+            shared,
+            channels: Vec::new(),
+            tune: Tune::default(),
+            server_properties: FieldTable::new(),
+            heartbeat: Heartbeat::new(now),
+            now,
+            handshake_deadline: now + config.handshake_timeout,
+            close_deadline: None,
+            closing: None,
+            error: None,
+            blocked: false,
+            secret_requests: VecDeque::new(),
+            config,
+        };
+        if virtual_host.is_err() {
+            conn.finish(ConnectionError::InvalidConfig(
+                "virtual host longer than 255 octets",
+            ));
+        }
+        conn
+    }
+
+    // ----- (A) getters -----
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> State {
+        match self.phase {
+            Phase::Start | Phase::Tune | Phase::OpenOk => State::Handshake,
+            Phase::Open => State::Open,
+            Phase::Closing => State::Closing,
+            Phase::Closed => State::Closed,
+        }
+    }
+
+    /// True when the connection is over; write out what `poll_transmit` gives, then close.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Why the connection ended (or is ending), once it has.
+    pub fn error(&self) -> Option<&ConnectionError> {
+        self.error.as_ref()
+    }
+
+    /// The agreed limits (all 0 before `connection.tune`).
+    pub fn tune(&self) -> Tune {
+        self.tune
+    }
+
+    /// The broker's `server-properties` (empty before `connection.start`).
+    pub fn server_properties(&self) -> &FieldTable {
+        &self.server_properties
+    }
+
+    /// True while the broker has blocked publishers (`connection.blocked`).
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    // ----- (B) input -----
+
+    /// Consumes the whole frames at the front of `src`, leaving a partial frame there.
+    pub fn handle_input(&mut self, now: Instant, src: &mut BytesMut) {
+        self.now = now;
+        if !src.is_empty() {
+            self.heartbeat.received(now);
+        }
+        while self.phase != Phase::Closed {
+            match self.decoder.decode(src) {
+                Ok(Some(frame)) => self.handle_frame(frame),
+                Ok(None) => return,
+                Err(e) => self.decode_failed(e),
+            }
+        }
+        // Closed: nothing more from this peer is read.
+        src.clear();
+    }
+
+    /// Acts on the instant `poll_timeout` gave: a heartbeat to send, a dead peer, a
+    /// handshake or close that took too long.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        match self.phase {
+            Phase::Closed => return,
+            Phase::Start | Phase::Tune | Phase::OpenOk if now >= self.handshake_deadline => {
+                return self.finish(ConnectionError::HandshakeTimeout);
+            }
+            Phase::Closing if self.close_deadline.is_some_and(|d| now >= d) => {
+                return self.finish(ConnectionError::CloseTimeout);
+            }
+            _ => {}
+        }
+        if self.heartbeat.dead_at().is_some_and(|d| now >= d) {
+            tracing::warn!(
+                interval = self.heartbeat.interval(),
+                "peer missed its heartbeats"
+            );
+            return self.finish(ConnectionError::MissedHeartbeats(self.heartbeat.interval()));
+        }
+        if self.heartbeat.send_at().is_some_and(|d| now >= d) {
+            // A heartbeat frame always encodes.
+            let _ = self.shared.out.push_frame(&Frame::Heartbeat);
+            self.heartbeat.sent(now);
+        }
+    }
+
+    /// The socket closed (read returned 0).
+    pub fn handle_eof(&mut self) {
+        let error = match self.phase {
+            Phase::Closed => return,
+            Phase::Closing => match self.closing.clone() {
+                Some(reason) => ConnectionError::Closed(reason),
+                None => ConnectionError::UnexpectedEof,
+            },
+            // Without (or before) authentication_failure_close, a refused login is a bare
+            // close right after start-ok.
+            Phase::Tune => ConnectionError::AuthenticationFailed(CloseReason::new(
+                ReplyCode::ACCESS_REFUSED,
+                "connection closed during authentication",
+                Initiator::Peer,
+            )),
+            _ => ConnectionError::UnexpectedEof,
+        };
+        self.finish(error);
+    }
+
+    // ----- (C) commands -----
+
+    /// Opens a channel on the lowest free number; [`Event::ChannelOpened`] says when it is
+    /// open. Numbers are reused once the previous channel's close-ok has passed.
+    ///
+    /// # Errors
+    /// [`UsageError::ConnectionNotOpen`], or [`UsageError::ChannelsExhausted`] when every
+    /// number up to `channel_max` is taken.
+    pub fn open_channel(&mut self) -> Result<ChannelId, UsageError> {
+        if self.phase != Phase::Open {
+            return Err(UsageError::ConnectionNotOpen);
+        }
+        let max = if self.tune.channel_max == 0 {
+            u16::MAX
+        } else {
+            self.tune.channel_max
+        };
+        let id = (1..=max)
+            .find(|&n| {
+                self.channels
+                    .get(usize::from(n))
+                    .is_none_or(Option::is_none)
+            })
+            .ok_or(UsageError::ChannelsExhausted(max))?;
+        let slot = usize::from(id);
+        if self.channels.len() <= slot {
+            self.channels.resize_with(slot + 1, || None);
+        }
+        let channel = ChannelId(id);
+        self.shared.send(channel, ChannelOpen.into())?;
+        let mut state = ChannelState::opening(channel);
+        let request = self.shared.next_request();
+        state.pending.push_back(Pending {
+            request,
+            replies: &[(20, 11)],
+            after: channel::After::Nothing,
+        });
+        self.channels[slot] = Some(state);
+        Ok(channel)
+    }
+
+    /// The open channel `id`, to give commands on.
+    ///
+    /// # Errors
+    /// [`UsageError::ConnectionNotOpen`]; [`UsageError::ChannelNotOpen`] for a number that is
+    /// free or still opening; [`UsageError::ChannelClosed`] with the reason for one closing.
+    pub fn channel(&mut self, id: ChannelId) -> Result<Channel<'_>, UsageError> {
+        if self.phase != Phase::Open {
+            return Err(UsageError::ConnectionNotOpen);
+        }
+        let Some(Some(state)) = self.channels.get_mut(usize::from(id.0)) else {
+            return Err(UsageError::ChannelNotOpen(id));
+        };
+        match &state.phase {
+            channel::Phase::Open => Ok(Channel {
+                state,
+                shared: &mut self.shared,
+            }),
+            channel::Phase::Opening => Err(UsageError::ChannelNotOpen(id)),
+            channel::Phase::Closing(reason) => Err(UsageError::ChannelClosed {
+                channel: id,
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// Closes the connection: sends `connection.close` and waits for `close-ok` (at most the
+    /// configured close timeout), dropping every other frame meanwhile. Does nothing if the
+    /// connection is already closing or closed.
+    pub fn close(&mut self, code: ReplyCode, text: &str) {
+        let reason = CloseReason::new(code, text, Initiator::Local);
+        match self.phase {
+            Phase::Closing | Phase::Closed => {}
+            // Nothing but the protocol header was sent: there is nothing to close politely.
+            Phase::Start => self.finish(ConnectionError::Closed(reason)),
+            _ => self.send_close(reason),
+        }
+    }
+
+    /// Replaces the connection's secret, such as an expiring OAuth 2 token
+    /// (`connection.update-secret`); the reply is an [`Event::Reply`] on channel 0.
+    ///
+    /// # Errors
+    /// [`UsageError::ConnectionNotOpen`].
+    pub fn update_secret(
+        &mut self,
+        new_secret: LongStr,
+        reason: &str,
+    ) -> Result<RequestId, UsageError> {
+        if self.phase != Phase::Open {
+            return Err(UsageError::ConnectionNotOpen);
+        }
+        let reason = error::truncated(reason);
+        self.shared.send(
+            ChannelId::CONNECTION,
+            ConnectionUpdateSecret { new_secret, reason }.into(),
+        )?;
+        let request = self.shared.next_request();
+        self.secret_requests.push_back(request);
+        Ok(request)
+    }
+
+    // ----- (D) output -----
+
+    /// Moves every queued frame into `out` (published bodies by reference) and returns the
+    /// number of octets moved.
+    #[must_use = "the octets moved into `out` must be written to the socket"]
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Transmit) -> usize {
+        let n = self.shared.out.len();
+        if n > 0 {
+            out.append(&mut self.shared.out);
+            self.heartbeat.sent(now);
+        }
+        n
+    }
+
+    /// The next event, oldest first.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.shared.events.pop_front()
+    }
+
+    /// When to call [`Connection::handle_timeout`] if nothing else happens first.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let deadline = match self.phase {
+            Phase::Closed => return None,
+            Phase::Start | Phase::Tune | Phase::OpenOk => Some(self.handshake_deadline),
+            Phase::Closing => self.close_deadline,
+            Phase::Open => None,
+        };
+        match (deadline, self.heartbeat.next_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- internals -----
+
+    fn handle_frame(&mut self, frame: Frame) {
+        let channel = frame.channel();
+        match (self.phase, frame) {
+            (_, Frame::Heartbeat) => {}
+            (_, Frame::Method(ChannelId::CONNECTION, method)) => {
+                self.handle_connection_method(method)
+            }
+            (Phase::Closing, _) => {} // Only close / close-ok matter now.
+            (Phase::Open, Frame::Method(_, method)) => {
+                self.route(channel, |ch, sh| ch.handle_method(sh, method))
+            }
+            (Phase::Open, Frame::Header(_, header)) => self.route(channel, |ch, sh| {
+                ch.handle_header(sh, header).map(|()| Outcome::Continue)
+            }),
+            (Phase::Open, Frame::Body(_, body)) => {
+                self.route(channel, |ch, sh| {
+                    ch.handle_body(sh, body).map(|()| Outcome::Continue)
+                });
+            }
+            (_, _) => self.violation(Violation::new(
+                ReplyCode::CHANNEL_ERROR,
+                "channel frame before the connection is open",
+            )),
+        }
+    }
+
+    /// Hands a frame to its channel's state.
+    fn route(
+        &mut self,
+        id: ChannelId,
+        handle: impl FnOnce(&mut ChannelState, &mut Shared) -> Result<Outcome, Violation>,
+    ) {
+        let slot = usize::from(id.0);
+        let Some(Some(state)) = self.channels.get_mut(slot) else {
+            return self.violation(Violation::new(
+                ReplyCode::CHANNEL_ERROR,
+                "frame on a channel that is not open",
+            ));
+        };
+        match handle(state, &mut self.shared) {
+            Ok(Outcome::Continue) => {}
+            Ok(Outcome::Freed) => self.channels[slot] = None,
+            Err(violation) => self.violation(violation),
+        }
+    }
+
+    fn handle_connection_method(&mut self, method: Method) {
+        match (self.phase, method) {
+            (Phase::Start | Phase::Tune | Phase::OpenOk, method) => self.handshake(method),
+            (Phase::Open | Phase::Closing, Method::ConnectionClose(close)) => {
+                // A crossing close is answered too; the broker's reason says more than ours.
+                let _ = self
+                    .shared
+                    .send(ChannelId::CONNECTION, ConnectionCloseOk.into());
+                self.finish(ConnectionError::Closed(peer_reason(&close)));
+            }
+            (Phase::Closing, Method::ConnectionCloseOk(_)) => {
+                let reason = self
+                    .closing
+                    .clone()
+                    .unwrap_or_else(|| CloseReason::new(ReplyCode::SUCCESS, "", Initiator::Local));
+                self.finish(ConnectionError::Closed(reason));
+            }
+            (Phase::Closing | Phase::Closed, _) => {}
+            (Phase::Open, Method::ConnectionBlocked(blocked)) => {
+                self.blocked = true;
+                self.shared.events.push_back(Event::Blocked {
+                    reason: blocked.reason,
+                });
+            }
+            (Phase::Open, Method::ConnectionUnblocked(_)) => {
+                self.blocked = false;
+                self.shared.events.push_back(Event::Unblocked);
+            }
+            (Phase::Open, method @ Method::ConnectionUpdateSecretOk(_)) => {
+                match self.secret_requests.pop_front() {
+                    Some(request) => {
+                        self.shared.events.push_back(Event::Reply {
+                            channel: ChannelId::CONNECTION,
+                            request,
+                            method,
+                        });
+                    }
+                    None => self.violation(unexpected_on_zero(&method)),
+                }
+            }
+            (Phase::Open, method) => self.violation(unexpected_on_zero(&method)),
+        }
+    }
+
+    /// Queues `connection.close` and waits for `close-ok`.
+    fn send_close(&mut self, reason: CloseReason) {
+        let close = ConnectionClose {
+            reply_code: reason.code,
+            reply_text: reason.text.clone(),
+            class_id: reason.class_id,
+            method_id: reason.method_id,
+        };
+        let _ = self.shared.send(ChannelId::CONNECTION, close.into());
+        self.closing = Some(reason);
+        self.phase = Phase::Closing;
+        self.close_deadline = Some(self.now + self.config.close_timeout);
+    }
+
+    /// The peer broke a rule but the stream is still in step: close politely with its code.
+    fn violation(&mut self, violation: Violation) {
+        let reason = violation.reason();
+        tracing::warn!(%reason, "protocol violation by the peer");
+        self.set_error(ConnectionError::Protocol(reason.clone()));
+        self.channels.clear();
+        if self.phase != Phase::Closing {
+            self.send_close(reason);
+        }
+    }
+
+    /// The peer's bytes cannot be parsed: the stream cannot be trusted, so send the close
+    /// with the right code and stop at once, without waiting for close-ok.
+    fn decode_failed(&mut self, error: DecodeError) {
+        tracing::warn!(%error, "undecodable frame from the peer");
+        if let DecodeError::ProtocolHeader(version) = error {
+            return self.finish(ConnectionError::UnsupportedVersion(version));
+        }
+        if self.phase != Phase::Start {
+            let close = ConnectionClose {
+                reply_code: error.reply_code(),
+                reply_text: error::truncated(&error.to_string()),
+                class_id: 0,
+                method_id: 0,
+            };
+            let _ = self.shared.send(ChannelId::CONNECTION, close.into());
+        }
+        self.finish(ConnectionError::Decode(error));
+    }
+
+    fn set_error(&mut self, error: ConnectionError) {
+        if self.error.is_none() {
+            self.error = Some(error.clone());
+            self.shared.events.push_back(Event::Closed(error));
+        }
+    }
+
+    /// The connection is over.
+    fn finish(&mut self, error: ConnectionError) {
+        tracing::debug!(%error, "connection closed");
+        self.set_error(error);
+        self.channels.clear();
+        self.phase = Phase::Closed;
+    }
+}
+
+fn peer_reason(close: &ConnectionClose) -> CloseReason {
+    CloseReason {
+        code: close.reply_code,
+        text: close.reply_text.clone(),
+        class_id: close.class_id,
+        method_id: close.method_id,
+        initiator: Initiator::Peer,
+    }
+}
+
+/// A method the broker should not send on channel 0 now.
+fn unexpected_on_zero(method: &Method) -> Violation {
+    let (code, text) = match method.class_id() {
+        10 => (
+            ReplyCode::UNEXPECTED_FRAME,
+            "connection method not expected now",
+        ),
+        _ => (ReplyCode::CHANNEL_ERROR, "channel method on channel 0"),
+    };
+    Violation {
+        code,
+        text,
+        class_id: method.class_id(),
+        method_id: method.method_id(),
+    }
+}
