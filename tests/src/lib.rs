@@ -187,3 +187,18 @@ impl RawSession {
         out
     }
 }
+
+/// Connects an `amqp-client` connection to [`amqp_url`].
+///
+/// # Panics
+/// With a message that says how to start a broker when none answers.
+pub async fn connect() -> amqp_client::Connection {
+    let url = amqp_url();
+    amqp_client::Connection::connect(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "cannot connect to RabbitMQ at {url} ({e}). Start one with `scripts/ensure-rabbitmq` \
+             (installs and starts the Debian package as root), `docker compose up -d`, \
+             or point AMQP_URL at a broker"
+        )
+    })
+}

@@ -1,0 +1,767 @@
+//! [`Channel`]: the handle most of the API hangs on.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use amqp_wire::connection::Returned;
+use amqp_wire::methods::*;
+use amqp_wire::{BasicProperties, ChannelId, DeliveryTag, FieldTable, Method, ReplyCode, ShortStr};
+use bytes::Bytes;
+use futures_core::Stream;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::command::{Command, ConfirmSlot, ConsumerSink, Reply, Settle};
+use crate::connection::ConnShared;
+use crate::consumer::{Consumer, Delivery};
+use crate::error::{Error, Result};
+use crate::options::{
+    ConsumeOptions, ExchangeDeclareOptions, ExchangeKind, PublishOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+
+/// A consumer's buffer when neither `buffer` nor a prefetch count says otherwise.
+const DEFAULT_CONSUMER_BUFFER: usize = 1024;
+
+/// What the driver and every handle of one channel share.
+#[derive(Debug)]
+pub(crate) struct ChannelShared {
+    pub(crate) id: ChannelId,
+    /// Counts the channels opened on this connection, so a handle never acts on a later
+    /// channel that reuses its number.
+    pub(crate) generation: u64,
+    /// Set once, when the channel ends: every later call fails with it.
+    pub(crate) closed: OnceLock<Error>,
+    pub(crate) confirm_mode: AtomicBool,
+    /// Bounds unconfirmed publishes in confirm mode.
+    pub(crate) window: Arc<Semaphore>,
+    /// The last per-consumer prefetch count set with `qos`.
+    pub(crate) prefetch: AtomicU32,
+    pub(crate) conn: Arc<ConnShared>,
+}
+
+impl ChannelShared {
+    pub(crate) fn new(id: ChannelId, generation: u64, conn: Arc<ConnShared>) -> Self {
+        Self {
+            id,
+            generation,
+            closed: OnceLock::new(),
+            confirm_mode: AtomicBool::new(false),
+            window: Arc::new(Semaphore::new(conn.limits.confirm_window.max(1))),
+            prefetch: AtomicU32::new(0),
+            conn,
+        }
+    }
+
+    /// The error of a channel whose driver is gone or which has closed.
+    pub(crate) fn gone(&self) -> Error {
+        self.closed
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.conn.gone())
+    }
+}
+
+/// The outcome of a publish.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Confirmation {
+    /// The broker took responsibility for the message.
+    Ack,
+    /// The broker refused it (a full queue with `x-overflow: reject-publish`, an internal
+    /// error): publish it again or give up.
+    Nack,
+    /// It was mandatory and no queue took it; the broker returned it, then acked.
+    Returned(Box<Returned>),
+    /// The channel is not in confirm mode: the message was handed to the connection, and
+    /// nothing more will be known of it.
+    NotRequested,
+}
+
+/// A publish's pending outcome: a future of its [`Confirmation`].
+///
+/// Publishes can be pipelined: publish thousands, then await their `Confirm`s in any order.
+#[derive(Debug)]
+#[must_use = "a Confirm says whether the broker took the message"]
+pub struct Confirm {
+    rx: oneshot::Receiver<Result<Confirmation>>,
+    channel: Arc<ChannelShared>,
+}
+
+impl Future for Confirm {
+    type Output = Result<Confirmation>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(outcome)) => Poll::Ready(outcome),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(self.channel.gone())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// What `queue.declare` answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// The queue's name (the broker's choice when declared with an empty name).
+    pub name: ShortStr,
+    /// Messages ready in the queue.
+    pub message_count: u32,
+    /// Consumers on the queue.
+    pub consumer_count: u32,
+}
+
+/// A message taken with [`Channel::get`].
+#[derive(Debug)]
+pub struct GetMessage {
+    /// The message.
+    pub delivery: Delivery,
+    /// Messages left in the queue.
+    pub message_count: u32,
+}
+
+/// A stream of the mandatory messages the broker returned on a channel that is not in
+/// confirm mode (in confirm mode they come as [`Confirmation::Returned`]).
+#[derive(Debug)]
+pub struct Returns {
+    rx: mpsc::Receiver<Returned>,
+}
+
+impl Stream for Returns {
+    type Item = Returned;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Returned>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// An AMQP channel. Cheap to clone; every clone is the same channel.
+///
+/// Every call that waits on the broker gives up after the connection's operation timeout,
+/// or the one set with [`Channel::with_timeout`].
+///
+/// ```no_run
+/// # async fn example() -> amqp_client::Result<()> {
+/// use amqp_client::{BasicProperties, Confirmation, Connection, PublishOptions, QueueDeclareOptions};
+/// let conn = Connection::connect("amqp://guest:guest@localhost:5672/%2f").await?;
+/// let channel = conn.open_channel().await?;
+/// channel.confirm_select().await?;
+/// let queue = channel.queue_declare("jobs", QueueDeclareOptions { durable: true, ..Default::default() }).await?;
+/// let confirm = channel
+///     .publish("", "jobs", PublishOptions::default(), BasicProperties::default(), "hello")
+///     .await?;
+/// assert_eq!(confirm.await?, Confirmation::Ack);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Channel {
+    pub(crate) shared: Arc<ChannelShared>,
+    pub(crate) tx: mpsc::Sender<Command>,
+    timeout: Duration,
+}
+
+impl Channel {
+    pub(crate) fn new(shared: Arc<ChannelShared>, tx: mpsc::Sender<Command>) -> Self {
+        let timeout = shared.conn.limits.operation_timeout;
+        Self {
+            shared,
+            tx,
+            timeout,
+        }
+    }
+
+    /// The channel's number.
+    pub fn id(&self) -> ChannelId {
+        self.shared.id
+    }
+
+    /// The same channel with another timeout for calls that wait on the broker.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    /// True once the channel has ended.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.get().is_some() || self.shared.conn.closed.get().is_some()
+    }
+
+    /// Why the channel ended, once it has.
+    pub fn close_reason(&self) -> Option<Error> {
+        self.shared
+            .closed
+            .get()
+            .or(self.shared.conn.closed.get())
+            .cloned()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        match self.close_reason() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn request(&self, method: Method, consumer: Option<ConsumerSink>) -> Result<Reply> {
+        self.check_open()?;
+        let operation = method.name();
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Call {
+            channel: self.shared.id,
+            generation: self.shared.generation,
+            method,
+            reply,
+            consumer,
+        };
+        let exchange = async {
+            self.tx
+                .send(command)
+                .await
+                .map_err(|_| self.shared.gone())?;
+            rx.await.map_err(|_| self.shared.gone())?
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| Error::Timeout {
+                operation,
+                after: self.timeout,
+            })?
+    }
+
+    /// A request whose reply carries nothing the caller needs.
+    async fn call(&self, method: impl Into<Method>) -> Result<Method> {
+        match self.request(method.into(), None).await? {
+            Reply::Method(m) => Ok(m),
+            other => Err(unexpected_reply(&other)),
+        }
+    }
+
+    /// Declares an exchange (`exchange.declare`).
+    ///
+    /// # Errors
+    /// 406 when it exists with other properties, 403 for a name starting with `amq.`.
+    pub async fn exchange_declare(
+        &self,
+        name: &str,
+        kind: ExchangeKind,
+        options: ExchangeDeclareOptions,
+    ) -> Result<()> {
+        self.call(ExchangeDeclare {
+            exchange: short("exchange", name)?,
+            kind: short("exchange type", kind.as_str())?,
+            passive: options.passive,
+            durable: options.durable,
+            auto_delete: options.auto_delete,
+            internal: options.internal,
+            no_wait: false,
+            arguments: options.arguments,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Deletes an exchange (`exchange.delete`); RabbitMQ treats a missing one as deleted.
+    ///
+    /// # Errors
+    /// 406 with `if_unused` when it has bindings.
+    pub async fn exchange_delete(&self, name: &str, if_unused: bool) -> Result<()> {
+        self.call(ExchangeDelete {
+            exchange: short("exchange", name)?,
+            if_unused,
+            no_wait: false,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Binds exchange `destination` to receive from `source` (`exchange.bind`).
+    ///
+    /// # Errors
+    /// 404 when either is missing.
+    pub async fn exchange_bind(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<()> {
+        self.call(ExchangeBind {
+            destination: short("exchange", destination)?,
+            source: short("exchange", source)?,
+            routing_key: short("routing key", routing_key)?,
+            no_wait: false,
+            arguments,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Removes an exchange-to-exchange binding (`exchange.unbind`).
+    ///
+    /// # Errors
+    /// When the channel or connection is gone.
+    pub async fn exchange_unbind(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<()> {
+        self.call(ExchangeUnbind {
+            destination: short("exchange", destination)?,
+            source: short("exchange", source)?,
+            routing_key: short("routing key", routing_key)?,
+            no_wait: false,
+            arguments,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Declares a queue (`queue.declare`); an empty name lets the broker choose one.
+    ///
+    /// # Errors
+    /// 406 when it exists with other arguments, 405 when another connection holds it
+    /// exclusively, 404 for a passive declare of a missing queue.
+    pub async fn queue_declare(
+        &self,
+        name: &str,
+        options: QueueDeclareOptions,
+    ) -> Result<QueueInfo> {
+        let method = QueueDeclare {
+            queue: short("queue", name)?,
+            passive: options.passive,
+            durable: options.durable,
+            exclusive: options.exclusive,
+            auto_delete: options.auto_delete,
+            no_wait: false,
+            arguments: options.arguments,
+        };
+        match self.call(method).await? {
+            Method::QueueDeclareOk(ok) => Ok(QueueInfo {
+                name: ok.queue,
+                message_count: ok.message_count,
+                consumer_count: ok.consumer_count,
+            }),
+            other => Err(unexpected_method(&other)),
+        }
+    }
+
+    /// Binds a queue to an exchange (`queue.bind`).
+    ///
+    /// # Errors
+    /// 404 when either is missing.
+    pub async fn queue_bind(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<()> {
+        self.call(QueueBind {
+            queue: short("queue", queue)?,
+            exchange: short("exchange", exchange)?,
+            routing_key: short("routing key", routing_key)?,
+            no_wait: false,
+            arguments,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Removes a queue binding (`queue.unbind`).
+    ///
+    /// # Errors
+    /// When the channel or connection is gone.
+    pub async fn queue_unbind(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<()> {
+        self.call(QueueUnbind {
+            queue: short("queue", queue)?,
+            exchange: short("exchange", exchange)?,
+            routing_key: short("routing key", routing_key)?,
+            arguments,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Removes every ready message of a queue (`queue.purge`); returns how many.
+    ///
+    /// # Errors
+    /// 404 when it is missing.
+    pub async fn queue_purge(&self, queue: &str) -> Result<u32> {
+        match self
+            .call(QueuePurge {
+                queue: short("queue", queue)?,
+                no_wait: false,
+            })
+            .await?
+        {
+            Method::QueuePurgeOk(ok) => Ok(ok.message_count),
+            other => Err(unexpected_method(&other)),
+        }
+    }
+
+    /// Deletes a queue (`queue.delete`); returns how many messages it held.
+    ///
+    /// # Errors
+    /// 406 when `if_unused` / `if_empty` do not hold.
+    pub async fn queue_delete(&self, queue: &str, options: QueueDeleteOptions) -> Result<u32> {
+        let method = QueueDelete {
+            queue: short("queue", queue)?,
+            if_unused: options.if_unused,
+            if_empty: options.if_empty,
+            no_wait: false,
+        };
+        match self.call(method).await? {
+            Method::QueueDeleteOk(ok) => Ok(ok.message_count),
+            other => Err(unexpected_method(&other)),
+        }
+    }
+
+    /// Limits unacknowledged deliveries (`basic.qos`): per consumer created afterwards, or
+    /// with `global` for the whole channel (RabbitMQ's meaning; 4.x denies global by default).
+    ///
+    /// # Errors
+    /// When the channel or connection is gone.
+    pub async fn qos(&self, prefetch_count: u16, global: bool) -> Result<()> {
+        self.call(BasicQos {
+            prefetch_size: 0,
+            prefetch_count,
+            global,
+        })
+        .await?;
+        if !global {
+            self.shared
+                .prefetch
+                .store(u32::from(prefetch_count), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Starts a consumer (`basic.consume`) and returns its stream of deliveries.
+    ///
+    /// # Errors
+    /// 404 for a missing queue, 403 for an exclusive consume of a queue with consumers;
+    /// [`Error::Usage`] for a consumer tag already used on this channel.
+    pub async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
+        let capacity =
+            options
+                .buffer
+                .unwrap_or(match self.shared.prefetch.load(Ordering::Relaxed) {
+                    0 => DEFAULT_CONSUMER_BUFFER,
+                    n => n as usize,
+                });
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let end = Arc::new(Mutex::new(None));
+        let method = BasicConsume {
+            queue: short("queue", queue)?,
+            consumer_tag: short("consumer tag", &options.consumer_tag)?,
+            no_local: false,
+            no_ack: options.no_ack,
+            exclusive: options.exclusive,
+            no_wait: false,
+            arguments: options.arguments,
+        };
+        let sink = ConsumerSink {
+            tx,
+            end: end.clone(),
+            no_ack: options.no_ack,
+        };
+        match self.request(method.into(), Some(sink)).await? {
+            Reply::Method(Method::BasicConsumeOk(ok)) => {
+                Ok(Consumer::new(ok.consumer_tag, rx, end, self.clone()))
+            }
+            other => Err(unexpected_reply(&other)),
+        }
+    }
+
+    /// Cancels a consumer by tag (`basic.cancel`); its stream ends.
+    ///
+    /// # Errors
+    /// When the channel or connection is gone.
+    pub async fn cancel(&self, consumer_tag: &[u8]) -> Result<()> {
+        let tag = ShortStr::from_bytes(Bytes::copy_from_slice(consumer_tag)).map_err(|e| {
+            Error::NameTooLong {
+                what: "consumer tag",
+                len: e.0,
+            }
+        })?;
+        self.call(crate::consumer::cancel_method(&tag))
+            .await
+            .map(drop)
+    }
+
+    /// Sends `basic.cancel` without waiting (for a consumer being dropped).
+    pub(crate) fn cancel_now(&self, tag: &ShortStr) {
+        if self.is_closed() {
+            return;
+        }
+        let (reply, _) = oneshot::channel();
+        let command = Command::Call {
+            channel: self.shared.id,
+            generation: self.shared.generation,
+            method: crate::consumer::cancel_method(tag).into(),
+            reply,
+            consumer: None,
+        };
+        if self.tx.try_send(command).is_err() {
+            tracing::warn!(channel = self.shared.id.0, tag = %tag, "could not cancel a dropped consumer");
+        }
+    }
+
+    /// Takes one message from a queue (`basic.get`), or `None` when it is empty.
+    ///
+    /// # Errors
+    /// 404 for a missing queue.
+    pub async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<GetMessage>> {
+        match self
+            .request(
+                BasicGet {
+                    queue: short("queue", queue)?,
+                    no_ack,
+                }
+                .into(),
+                None,
+            )
+            .await?
+        {
+            Reply::Get(None) => Ok(None),
+            Reply::Get(Some(got)) => {
+                let (wire, message_count) = *got;
+                Ok(Some(GetMessage {
+                    delivery: Delivery::new(wire, self.tx.clone(), self.shared.clone(), no_ack),
+                    message_count,
+                }))
+            }
+            other => Err(unexpected_reply(&other)),
+        }
+    }
+
+    /// Asks the broker to redeliver every unacknowledged message of the channel
+    /// (`basic.recover` with requeue).
+    ///
+    /// # Errors
+    /// When the channel or connection is gone.
+    pub async fn recover(&self) -> Result<()> {
+        self.call(BasicRecover { requeue: true }).await.map(drop)
+    }
+
+    /// Puts the channel in confirm mode (`confirm.select`): every later publish's
+    /// [`Confirm`] resolves with the broker's ack, nack or return.
+    ///
+    /// # Errors
+    /// 406 / [`Error::Usage`] on a transactional channel.
+    pub async fn confirm_select(&self) -> Result<()> {
+        self.call(ConfirmSelect { no_wait: false }).await?;
+        self.shared.confirm_mode.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes the channel transactional (`tx.select`).
+    ///
+    /// # Errors
+    /// [`Error::Usage`] on a channel in confirm mode.
+    pub async fn tx_select(&self) -> Result<()> {
+        self.call(TxSelect).await.map(drop)
+    }
+
+    /// Commits the current transaction (`tx.commit`).
+    ///
+    /// # Errors
+    /// 406 when the channel is not transactional.
+    pub async fn tx_commit(&self) -> Result<()> {
+        self.call(TxCommit).await.map(drop)
+    }
+
+    /// Rolls the current transaction back (`tx.rollback`).
+    ///
+    /// # Errors
+    /// 406 when the channel is not transactional.
+    pub async fn tx_rollback(&self) -> Result<()> {
+        self.call(TxRollback).await.map(drop)
+    }
+
+    /// Resumes deliveries on the channel (`channel.flow` active). Pausing is refused:
+    /// RabbitMQ answers it by closing the connection (540); use `qos` instead.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for `active: false`.
+    pub async fn flow(&self, active: bool) -> Result<()> {
+        self.call(ChannelFlow { active }).await.map(drop)
+    }
+
+    /// Publishes a message. Waits while the connection's output is full (a slow socket),
+    /// while the broker blocks publishers, and, in confirm mode, while the channel already
+    /// has `confirm_window` publishes unconfirmed. The returned [`Confirm`] resolves with the
+    /// outcome.
+    ///
+    /// # Errors
+    /// [`Error::Blocked`] when the broker stays blocked past `blocked_timeout`;
+    /// [`Error::Timeout`] when the confirm window stays full; the channel's error if closed.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        options: PublishOptions,
+        properties: BasicProperties,
+        body: impl Into<Bytes>,
+    ) -> Result<Confirm> {
+        self.check_open()?;
+        let publish = BasicPublish {
+            exchange: short("exchange", exchange)?,
+            routing_key: short("routing key", routing_key)?,
+            mandatory: options.mandatory,
+            immediate: false,
+        };
+        self.shared.conn.wait_unblocked().await?;
+        let permit = if self.shared.confirm_mode.load(Ordering::Acquire) {
+            let acquire = self.shared.window.clone().acquire_owned();
+            let permit = tokio::time::timeout(self.timeout, acquire)
+                .await
+                .map_err(|_| Error::Timeout {
+                    operation: "confirm window",
+                    after: self.timeout,
+                })?;
+            Some(permit.map_err(|_| self.shared.gone())?)
+        } else {
+            None
+        };
+        let (tx, rx) = oneshot::channel();
+        let command = Command::Publish {
+            channel: self.shared.id,
+            generation: self.shared.generation,
+            publish,
+            properties,
+            body: body.into(),
+            slot: ConfirmSlot {
+                tx,
+                _permit: permit,
+            },
+        };
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| self.shared.gone())?;
+        Ok(Confirm {
+            rx,
+            channel: self.shared.clone(),
+        })
+    }
+
+    /// Acknowledges a delivery of this channel by tag (with `multiple`, every one up to it).
+    ///
+    /// # Errors
+    /// The channel's error if it closed.
+    pub async fn ack(&self, tag: DeliveryTag, multiple: bool) -> Result<()> {
+        self.settle(tag, Settle::Ack { multiple }).await
+    }
+
+    /// Rejects deliveries by tag (`basic.nack`).
+    ///
+    /// # Errors
+    /// The channel's error if it closed.
+    pub async fn nack(&self, tag: DeliveryTag, multiple: bool, requeue: bool) -> Result<()> {
+        self.settle(tag, Settle::Nack { multiple, requeue }).await
+    }
+
+    /// Rejects one delivery by tag (`basic.reject`).
+    ///
+    /// # Errors
+    /// The channel's error if it closed.
+    pub async fn reject(&self, tag: DeliveryTag, requeue: bool) -> Result<()> {
+        self.settle(tag, Settle::Reject { requeue }).await
+    }
+
+    async fn settle(&self, tag: DeliveryTag, how: Settle) -> Result<()> {
+        self.check_open()?;
+        let command = Command::Settle {
+            channel: self.shared.id,
+            generation: self.shared.generation,
+            tag,
+            how,
+        };
+        self.tx.send(command).await.map_err(|_| self.shared.gone())
+    }
+
+    /// The returned mandatory messages of this channel (outside confirm mode), buffered up
+    /// to `capacity`; a return that finds the buffer full is logged and dropped.
+    ///
+    /// # Errors
+    /// The channel's error if it closed.
+    pub async fn returns(&self, capacity: usize) -> Result<Returns> {
+        self.check_open()?;
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let command = Command::ListenReturns {
+            channel: self.shared.id,
+            generation: self.shared.generation,
+            tx,
+        };
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| self.shared.gone())?;
+        Ok(Returns { rx })
+    }
+
+    /// Closes the channel and waits for the broker's close-ok.
+    ///
+    /// # Errors
+    /// The channel's error if it had already closed with one.
+    pub async fn close(&self) -> Result<()> {
+        if let Some(e) = self.close_reason() {
+            return match e {
+                Error::ChannelClosed(r) if r.code == ReplyCode::SUCCESS => Ok(()),
+                e => Err(e),
+            };
+        }
+        let (reply, rx) = oneshot::channel();
+        let command = Command::CloseChannel {
+            channel: self.shared.id,
+            generation: self.shared.generation,
+            code: ReplyCode::SUCCESS,
+            text: "bye".into(),
+            reply,
+        };
+        let exchange = async {
+            self.tx
+                .send(command)
+                .await
+                .map_err(|_| self.shared.gone())?;
+            rx.await.map_err(|_| self.shared.gone())?
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "channel.close",
+                after: self.timeout,
+            })?
+    }
+}
+
+/// A short string from a name, refusing more than 255 octets.
+pub(crate) fn short(what: &'static str, s: &str) -> Result<ShortStr> {
+    ShortStr::try_from(s).map_err(|e| Error::NameTooLong { what, len: e.0 })
+}
+
+fn unexpected_method(method: &Method) -> Error {
+    Error::UnexpectedReply(method.name())
+}
+
+fn unexpected_reply(reply: &Reply) -> Error {
+    match reply {
+        Reply::Method(m) => unexpected_method(m),
+        Reply::Sent => Error::UnexpectedReply("none"),
+        Reply::Get(_) => Error::UnexpectedReply("basic.get-ok"),
+    }
+}

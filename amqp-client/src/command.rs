@@ -1,0 +1,100 @@
+//! What handles ask the driver task to do.
+
+use std::sync::Arc;
+
+use amqp_wire::connection::Delivery as WireDelivery;
+use amqp_wire::methods::BasicPublish;
+use amqp_wire::{BasicProperties, ChannelId, DeliveryTag, LongStr, Method, ReplyCode};
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+use crate::channel::{ChannelShared, Confirmation};
+use crate::consumer::{ConsumerEnd, ConsumerItem};
+use crate::error::Result;
+
+/// The answer to a synchronous request.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Method(Method),
+    /// Sent with `nowait`: no reply comes.
+    Sent,
+    /// Boxed: a message is much larger than the other replies, and gets are rare.
+    Get(Option<Box<(WireDelivery, u32)>>),
+}
+
+/// Where a consumer's deliveries go, registered with its `basic.consume`.
+#[derive(Debug)]
+pub(crate) struct ConsumerSink {
+    pub(crate) tx: mpsc::Sender<ConsumerItem>,
+    pub(crate) end: ConsumerEnd,
+    pub(crate) no_ack: bool,
+}
+
+/// A publish's outcome slot, with the confirm-window permit it holds until then.
+#[derive(Debug)]
+pub(crate) struct ConfirmSlot {
+    pub(crate) tx: oneshot::Sender<Result<Confirmation>>,
+    /// Held, never read: dropping the slot gives the confirm window its place back.
+    pub(crate) _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// How a delivery is settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settle {
+    Ack { multiple: bool },
+    Nack { multiple: bool, requeue: bool },
+    Reject { requeue: bool },
+}
+
+#[derive(Debug)]
+// A publish carries its properties inline: boxing them would cost an allocation per publish,
+// more than moving the larger command through the queue.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Command {
+    OpenChannel {
+        reply: oneshot::Sender<Result<Arc<ChannelShared>>>,
+    },
+    Call {
+        channel: ChannelId,
+        generation: u64,
+        method: Method,
+        reply: oneshot::Sender<Result<Reply>>,
+        consumer: Option<ConsumerSink>,
+    },
+    Publish {
+        channel: ChannelId,
+        generation: u64,
+        publish: BasicPublish,
+        properties: BasicProperties,
+        body: Bytes,
+        slot: ConfirmSlot,
+    },
+    Settle {
+        channel: ChannelId,
+        generation: u64,
+        tag: DeliveryTag,
+        how: Settle,
+    },
+    ListenReturns {
+        channel: ChannelId,
+        generation: u64,
+        tx: mpsc::Sender<amqp_wire::connection::Returned>,
+    },
+    CloseChannel {
+        channel: ChannelId,
+        generation: u64,
+        code: ReplyCode,
+        text: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Close {
+        code: ReplyCode,
+        text: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    UpdateSecret {
+        secret: LongStr,
+        reason: String,
+        reply: oneshot::Sender<Result<Reply>>,
+    },
+}

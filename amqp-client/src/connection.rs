@@ -1,0 +1,304 @@
+//! [`Connection`]: connecting, and the handle that opens channels.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use amqp_wire::connection::{Connection as Engine, ConnectionError, Tune};
+use amqp_wire::{FieldTable, LongStr, ReplyCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::channel::Channel;
+use crate::command::Command;
+use crate::config::{ConnectionConfig, Endpoint};
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::router::Router;
+
+/// Commands a connection's handles may queue before `send` waits.
+const COMMAND_QUEUE: usize = 4096;
+
+/// The limits every handle of a connection applies.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) operation_timeout: Duration,
+    pub(crate) blocked_timeout: Option<Duration>,
+    pub(crate) confirm_window: usize,
+}
+
+/// What the driver and every handle of one connection share.
+#[derive(Debug)]
+pub(crate) struct ConnShared {
+    pub(crate) limits: Limits,
+    /// Set once, when the connection ends.
+    pub(crate) closed: OnceLock<Error>,
+    /// True while the broker blocks publishers.
+    pub(crate) blocked: watch::Receiver<bool>,
+    pub(crate) server_properties: OnceLock<FieldTable>,
+    pub(crate) tune: OnceLock<Tune>,
+    pub(crate) endpoint: Endpoint,
+}
+
+impl ConnShared {
+    /// The error of a connection whose driver is gone.
+    pub(crate) fn gone(&self) -> Error {
+        self.closed
+            .get()
+            .cloned()
+            .unwrap_or(Error::Connection(ConnectionError::UnexpectedEof))
+    }
+
+    /// Waits while the broker blocks publishers, at most `blocked_timeout`.
+    pub(crate) async fn wait_unblocked(&self) -> Result<()> {
+        if !*self.blocked.borrow() {
+            return Ok(());
+        }
+        let mut blocked = self.blocked.clone();
+        let unblocked = blocked.wait_for(|b| !*b);
+        let waited = match self.limits.blocked_timeout {
+            Some(limit) => tokio::time::timeout(limit, unblocked)
+                .await
+                .map_err(|_| Error::Blocked(limit))?,
+            None => unblocked.await,
+        };
+        waited.map(drop).map_err(|_| self.gone())
+    }
+}
+
+/// A connection to a broker. Cheap to clone; every clone is the same connection, which
+/// closes when [`Connection::close`] is called or the last handle (including channels,
+/// consumers and unsettled deliveries) is dropped.
+///
+/// ```no_run
+/// # async fn example() -> amqp_client::Result<()> {
+/// let conn = amqp_client::Connection::connect("amqp://guest:guest@localhost:5672/%2f").await?;
+/// let channel = conn.open_channel().await?;
+/// // ...
+/// conn.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Connection {
+    tx: mpsc::Sender<Command>,
+    shared: Arc<ConnShared>,
+}
+
+impl Connection {
+    /// Connects with a URI (`amqp://user:pass@host:port/vhost?heartbeat=30`, or `amqps://`).
+    ///
+    /// # Errors
+    /// A bad URI, an unreachable host, a TLS failure, a refused login or vhost, or no
+    /// handshake within `connection_timeout`.
+    pub async fn connect(uri: &str) -> Result<Self> {
+        Self::connect_with(ConnectionConfig::from_uri(uri)?).await
+    }
+
+    /// Connects with a configuration, trying its endpoints in order.
+    ///
+    /// # Errors
+    /// As [`Connection::connect`]; with several endpoints, the last one's error.
+    pub async fn connect_with(config: ConnectionConfig) -> Result<Self> {
+        let mut last = None;
+        for endpoint in &config.endpoints {
+            let attempt =
+                tokio::time::timeout(config.connection_timeout, connect_to(&config, endpoint));
+            let error = match attempt.await {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(e)) => e,
+                Err(_) => Error::Timeout {
+                    operation: "connect",
+                    after: config.connection_timeout,
+                },
+            };
+            tracing::warn!(host = %endpoint.host, port = endpoint.port, %error, "connection attempt failed");
+            last = Some(error);
+        }
+        Err(last.unwrap_or(Error::Config(crate::ConfigError::NoHost)))
+    }
+
+    /// Opens a channel.
+    ///
+    /// # Errors
+    /// When the connection is gone, or every channel number is taken.
+    pub async fn open_channel(&self) -> Result<Channel> {
+        let (reply, rx) = oneshot::channel();
+        let limit = self.shared.limits.operation_timeout;
+        let open = async {
+            self.tx
+                .send(Command::OpenChannel { reply })
+                .await
+                .map_err(|_| self.shared.gone())?;
+            rx.await.map_err(|_| self.shared.gone())?
+        };
+        let shared = tokio::time::timeout(limit, open)
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "channel.open",
+                after: limit,
+            })??;
+        Ok(Channel::new(shared, self.tx.clone()))
+    }
+
+    /// Closes the connection: `connection.close`, then waits for the broker's close-ok.
+    /// Publishes and requests still pending fail.
+    ///
+    /// # Errors
+    /// The connection's error if it had already ended with one.
+    pub async fn close(&self) -> Result<()> {
+        if let Some(e) = self.shared.closed.get() {
+            return if is_local_close(e) {
+                Ok(())
+            } else {
+                Err(e.clone())
+            };
+        }
+        let (reply, rx) = oneshot::channel();
+        let limit = self.shared.limits.operation_timeout;
+        let close = async {
+            let command = Command::Close {
+                code: ReplyCode::SUCCESS,
+                text: "closed by the application".into(),
+                reply,
+            };
+            self.tx
+                .send(command)
+                .await
+                .map_err(|_| self.shared.gone())?;
+            rx.await.map_err(|_| self.shared.gone())?
+        };
+        match tokio::time::timeout(limit, close).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                operation: "connection.close",
+                after: limit,
+            }),
+        }
+    }
+
+    /// Replaces the connection's secret, such as an expiring OAuth 2 token
+    /// (`connection.update-secret`), and waits for the broker to accept it.
+    ///
+    /// # Errors
+    /// 530 when the broker refuses the new secret (it then closes the connection).
+    pub async fn update_secret(&self, secret: &str, reason: &str) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        let limit = self.shared.limits.operation_timeout;
+        let update = async {
+            let command = Command::UpdateSecret {
+                secret: LongStr::from(secret),
+                reason: reason.into(),
+                reply,
+            };
+            self.tx
+                .send(command)
+                .await
+                .map_err(|_| self.shared.gone())?;
+            rx.await.map_err(|_| self.shared.gone())?
+        };
+        tokio::time::timeout(limit, update)
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "connection.update-secret",
+                after: limit,
+            })?
+            .map(drop)
+    }
+
+    /// The broker's `server-properties`: product, version, cluster name, capabilities.
+    pub fn server_properties(&self) -> &FieldTable {
+        static EMPTY: FieldTable = FieldTable::new();
+        self.shared.server_properties.get().unwrap_or(&EMPTY)
+    }
+
+    /// The agreed channel_max, frame_max and heartbeat.
+    pub fn tune(&self) -> Tune {
+        self.shared.tune.get().copied().unwrap_or_default()
+    }
+
+    /// The endpoint this connection reached.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.shared.endpoint
+    }
+
+    /// True while the broker blocks publishers (a memory or disk alarm).
+    pub fn is_blocked(&self) -> bool {
+        *self.shared.blocked.borrow()
+    }
+
+    /// A watch of the blocked state, to observe `connection.blocked` / `unblocked`.
+    pub fn blocked_changes(&self) -> watch::Receiver<bool> {
+        self.shared.blocked.clone()
+    }
+
+    /// True once the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.get().is_some()
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn close_reason(&self) -> Option<Error> {
+        self.shared.closed.get().cloned()
+    }
+}
+
+/// True for the error a connection ends with when the application closed it.
+pub(crate) fn is_local_close(e: &Error) -> bool {
+    matches!(e, Error::Connection(ConnectionError::Closed(r))
+        if r.initiator == amqp_wire::connection::Initiator::Local)
+}
+
+async fn connect_to(config: &ConnectionConfig, endpoint: &Endpoint) -> Result<Connection> {
+    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
+    tcp.set_nodelay(true)?;
+    match &config.tls {
+        None => start(config, endpoint, tcp).await,
+        Some(tls) => {
+            let connector = crate::tls::connector(tls)?;
+            let name = crate::tls::server_name(tls, &endpoint.host)?;
+            let stream = connector.connect(name, tcp).await?;
+            start(config, endpoint, stream).await
+        }
+    }
+}
+
+/// Spawns the driver over a connected stream and waits for the AMQP handshake.
+async fn start<S>(config: &ConnectionConfig, endpoint: &Endpoint, stream: S) -> Result<Connection>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    let (tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let (blocked_tx, blocked) = watch::channel(false);
+    let shared = Arc::new(ConnShared {
+        limits: Limits {
+            operation_timeout: config.operation_timeout,
+            blocked_timeout: config.blocked_timeout,
+            confirm_window: config.confirm_window,
+        },
+        closed: OnceLock::new(),
+        blocked,
+        server_properties: OnceLock::new(),
+        tune: OnceLock::new(),
+        endpoint: endpoint.clone(),
+    });
+    let (ready_tx, ready) = oneshot::channel();
+    let engine = Engine::client(
+        config.engine_config(),
+        tokio::time::Instant::now().into_std(),
+    );
+    let router = Router::new(shared.clone(), tx.downgrade(), blocked_tx, ready_tx);
+    tokio::spawn(
+        Driver {
+            engine,
+            reader,
+            writer,
+            commands,
+            router,
+        }
+        .run(),
+    );
+    ready.await.map_err(|_| shared.gone())??;
+    tracing::info!(host = %endpoint.host, port = endpoint.port, "connected");
+    Ok(Connection { tx, shared })
+}

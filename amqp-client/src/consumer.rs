@@ -1,0 +1,269 @@
+//! Consumers as streams of deliveries, and deliveries that can be settled from any task.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use amqp_wire::connection::{Delivery as WireDelivery, UsageError};
+use amqp_wire::methods::BasicCancel;
+use amqp_wire::{BasicProperties, ChannelId, DeliveryTag, ShortStr};
+use bytes::Bytes;
+use futures_core::Stream;
+use tokio::sync::mpsc;
+
+use crate::channel::{Channel, ChannelShared};
+use crate::command::{Command, Settle};
+use crate::error::{Error, Result};
+
+/// What a consumer's stream carries.
+pub(crate) type ConsumerItem = Delivery;
+
+/// A message from the broker, with what is needed to settle it.
+///
+/// `ack`, `nack` and `reject` may be called from any task; each delivery is settled at most
+/// once (a second settle is refused before it reaches the broker, which would close the
+/// channel with 406 for it).
+#[derive(Debug)]
+pub struct Delivery {
+    /// The consumer it was delivered to; empty for [`Channel::get`].
+    pub consumer_tag: ShortStr,
+    /// The tag that settles it on its channel.
+    pub delivery_tag: DeliveryTag,
+    /// True when the broker delivered it before and it was not acknowledged.
+    pub redelivered: bool,
+    /// The exchange it was published to.
+    pub exchange: ShortStr,
+    /// The routing key it was published with.
+    pub routing_key: ShortStr,
+    /// Its properties.
+    pub properties: BasicProperties,
+    /// Its body (a slice of the read buffer when it came in one frame).
+    pub body: Bytes,
+    acker: Acker,
+}
+
+#[derive(Debug)]
+struct Acker {
+    tx: mpsc::Sender<Command>,
+    channel: Arc<ChannelShared>,
+    /// Consumed with no-ack: nothing to settle.
+    no_ack: bool,
+    settled: AtomicBool,
+}
+
+impl Delivery {
+    pub(crate) fn new(
+        wire: WireDelivery,
+        tx: mpsc::Sender<Command>,
+        channel: Arc<ChannelShared>,
+        no_ack: bool,
+    ) -> Self {
+        Self {
+            consumer_tag: wire.consumer_tag,
+            delivery_tag: wire.delivery_tag,
+            redelivered: wire.redelivered,
+            exchange: wire.exchange,
+            routing_key: wire.routing_key,
+            properties: wire.properties,
+            body: wire.body,
+            acker: Acker {
+                tx,
+                channel,
+                no_ack,
+                settled: AtomicBool::new(false),
+            },
+        }
+    }
+
+    /// The channel it came on.
+    pub fn channel_id(&self) -> ChannelId {
+        self.acker.channel.id
+    }
+
+    /// Acknowledges this delivery.
+    ///
+    /// # Errors
+    /// [`Error::ChannelClosed`] / [`Error::Connection`] when its channel is gone (the broker
+    /// then requeues it); [`Error::Usage`] when it was already settled or came without acks.
+    pub async fn ack(&self) -> Result<()> {
+        self.settle(Settle::Ack { multiple: false }).await
+    }
+
+    /// Acknowledges this delivery and every earlier unsettled one on its channel.
+    ///
+    /// # Errors
+    /// As [`Delivery::ack`].
+    pub async fn ack_multiple(&self) -> Result<()> {
+        self.settle(Settle::Ack { multiple: true }).await
+    }
+
+    /// Rejects this delivery (RabbitMQ's `basic.nack`), requeueing it or not (dead-lettering
+    /// it when its queue has a dead-letter exchange).
+    ///
+    /// # Errors
+    /// As [`Delivery::ack`].
+    pub async fn nack(&self, requeue: bool) -> Result<()> {
+        self.settle(Settle::Nack {
+            multiple: false,
+            requeue,
+        })
+        .await
+    }
+
+    /// Rejects this delivery with `basic.reject`.
+    ///
+    /// # Errors
+    /// As [`Delivery::ack`].
+    pub async fn reject(&self, requeue: bool) -> Result<()> {
+        self.settle(Settle::Reject { requeue }).await
+    }
+
+    async fn settle(&self, how: Settle) -> Result<()> {
+        let acker = &self.acker;
+        if acker.no_ack || acker.settled.swap(true, Ordering::AcqRel) {
+            return Err(UsageError::UnknownDeliveryTag(self.delivery_tag.0).into());
+        }
+        if let Some(e) = acker.channel.closed.get() {
+            return Err(e.clone());
+        }
+        let command = Command::Settle {
+            channel: acker.channel.id,
+            generation: acker.channel.generation,
+            tag: self.delivery_tag,
+            how,
+        };
+        acker
+            .tx
+            .send(command)
+            .await
+            .map_err(|_| acker.channel.gone())
+    }
+
+    /// Hands an unsettled delivery back to the broker without waiting (used when nobody will
+    /// ever read it).
+    pub(crate) fn requeue_now(&self) {
+        if self.acker.no_ack || self.acker.settled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let command = Command::Settle {
+            channel: self.acker.channel.id,
+            generation: self.acker.channel.generation,
+            tag: self.delivery_tag,
+            how: Settle::Nack {
+                multiple: false,
+                requeue: true,
+            },
+        };
+        if self.acker.tx.try_send(command).is_err() {
+            tracing::warn!(
+                tag = self.delivery_tag.0,
+                "could not requeue an unread delivery; the broker requeues it when the channel closes"
+            );
+        }
+    }
+}
+
+/// How a consumer's stream ended, shared between the consumer and the driver.
+pub(crate) type ConsumerEnd = Arc<Mutex<Option<Error>>>;
+
+/// A consumer: a [`Stream`] of [`Delivery`]s, bounded (by the channel's prefetch, or the
+/// `buffer` of [`crate::ConsumeOptions`]). While the stream is not read, the connection stops
+/// reading from the socket instead of buffering without limit.
+///
+/// The stream ends after [`Consumer::cancel`]; it yields one `Err` and ends when the broker
+/// cancels the consumer or its channel or connection closes. Dropping it cancels the consumer
+/// and requeues what it had buffered.
+///
+/// ```no_run
+/// # async fn example(channel: amqp_client::Channel) -> amqp_client::Result<()> {
+/// use futures_util::StreamExt;
+/// let mut consumer = channel.consume("jobs", Default::default()).await?;
+/// while let Some(delivery) = consumer.next().await {
+///     let delivery = delivery?;
+///     println!("{:?}", delivery.body);
+///     delivery.ack().await?;
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Consumer {
+    tag: ShortStr,
+    rx: mpsc::Receiver<ConsumerItem>,
+    end: ConsumerEnd,
+    channel: Channel,
+    cancelled: bool,
+    finished: bool,
+}
+
+impl Consumer {
+    pub(crate) fn new(
+        tag: ShortStr,
+        rx: mpsc::Receiver<ConsumerItem>,
+        end: ConsumerEnd,
+        channel: Channel,
+    ) -> Self {
+        Self {
+            tag,
+            rx,
+            end,
+            channel,
+            cancelled: false,
+            finished: false,
+        }
+    }
+
+    /// The consumer tag.
+    pub fn tag(&self) -> &ShortStr {
+        &self.tag
+    }
+
+    /// Cancels the consumer (`basic.cancel`) and waits for the broker's cancel-ok. Deliveries
+    /// already received can still be read from the stream, which then ends.
+    ///
+    /// # Errors
+    /// When the channel or connection is gone, or the broker does not answer in time.
+    pub async fn cancel(&mut self) -> Result<()> {
+        self.cancelled = true;
+        self.channel.cancel(self.tag.as_bytes().as_ref()).await
+    }
+}
+
+impl Stream for Consumer {
+    type Item = Result<Delivery>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(delivery)) => Poll::Ready(Some(Ok(delivery))),
+            Poll::Ready(None) => {
+                self.finished = true;
+                let end = self.end.lock().ok().and_then(|mut e| e.take());
+                Poll::Ready(end.map(Err))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(delivery) = self.rx.try_recv() {
+            delivery.requeue_now();
+        }
+        if !self.cancelled && !self.finished {
+            self.channel.cancel_now(&self.tag);
+        }
+    }
+}
+
+/// `basic.cancel` for a consumer that is dropped, without waiting for the reply.
+pub(crate) fn cancel_method(tag: &ShortStr) -> BasicCancel {
+    BasicCancel {
+        consumer_tag: tag.clone(),
+        no_wait: false,
+    }
+}

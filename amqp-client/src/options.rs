@@ -1,0 +1,95 @@
+//! Typed options for the channel's methods; every one has a `Default`.
+
+use amqp_wire::FieldTable;
+
+/// The type of an exchange.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExchangeKind {
+    /// Routes by exact routing key.
+    #[default]
+    Direct,
+    /// Routes to every bound queue.
+    Fanout,
+    /// Routes by routing-key pattern (`*` one word, `#` any words).
+    Topic,
+    /// Routes by header values.
+    Headers,
+    /// A plugin's type, such as `x-delayed-message`.
+    Custom(String),
+}
+
+impl ExchangeKind {
+    /// The name the broker knows the type by.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Direct => "direct",
+            Self::Fanout => "fanout",
+            Self::Topic => "topic",
+            Self::Headers => "headers",
+            Self::Custom(name) => name,
+        }
+    }
+}
+
+/// Options of [`crate::Channel::exchange_declare`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ExchangeDeclareOptions {
+    /// Only check that it exists (404 if not).
+    pub passive: bool,
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Deleted when its last binding (as a source) goes.
+    pub auto_delete: bool,
+    /// Cannot be published to directly, only through exchange-to-exchange bindings.
+    pub internal: bool,
+    /// Extra arguments, such as `alternate-exchange`.
+    pub arguments: FieldTable,
+}
+
+/// Options of [`crate::Channel::queue_declare`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueDeclareOptions {
+    /// Only check that it exists (404 if not).
+    pub passive: bool,
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Only this connection may use it; deleted when the connection closes.
+    pub exclusive: bool,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Extra arguments: `x-queue-type`, `x-message-ttl`, `x-dead-letter-exchange`, ...
+    pub arguments: FieldTable,
+}
+
+/// Options of [`crate::Channel::queue_delete`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDeleteOptions {
+    /// Only if it has no consumers (406 otherwise).
+    pub if_unused: bool,
+    /// Only if it has no messages (406 otherwise).
+    pub if_empty: bool,
+}
+
+/// Options of [`crate::Channel::consume`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConsumeOptions {
+    /// The consumer tag; empty lets the broker choose one.
+    pub consumer_tag: String,
+    /// The broker considers deliveries settled when sent: no acks (and no redelivery).
+    pub no_ack: bool,
+    /// The only consumer of the queue (403 if it has others).
+    pub exclusive: bool,
+    /// Extra arguments: `x-priority`, `x-stream-offset`, ...
+    pub arguments: FieldTable,
+    /// How many deliveries the stream buffers; by default the channel's prefetch count, or
+    /// 1024 when none was set.
+    pub buffer: Option<usize>,
+}
+
+/// Options of [`crate::Channel::publish`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// Return the message (`basic.return`) when no queue takes it.
+    pub mandatory: bool,
+}

@@ -1,0 +1,655 @@
+//! The driver's bookkeeping: which handle waits for which reply, confirm and delivery.
+//!
+//! Commands go into the engine here ([`Router::apply`]) and the engine's events come out to
+//! their waiters ([`Router::route`]). Nothing the application handed over is dropped in
+//! silence: every pending reply, confirm and consumer gets the channel's or connection's
+//! error when it ends, and a delivery nobody will read goes back to the broker.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use amqp_wire::connection::{
+    CloseReason, Confirmation as WireConfirmation, Connection as Engine, ConnectionError,
+    Delivery as WireDelivery, Event, Initiator, RequestId, UsageError,
+};
+use amqp_wire::methods::BasicCancel;
+use amqp_wire::{ChannelId, DeliveryTag, Method, ReplyCode, ShortStr};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::channel::{ChannelShared, Confirmation};
+use crate::command::{Command, ConfirmSlot, ConsumerSink, Reply, Settle};
+use crate::connection::{ConnShared, is_local_close};
+use crate::consumer::{ConsumerItem, Delivery};
+use crate::error::{Error, Result};
+
+/// A delivery waiting for room in its consumer's full buffer; the socket is not read
+/// meanwhile.
+#[derive(Debug)]
+pub(crate) struct Parked {
+    pub(crate) tx: mpsc::Sender<ConsumerItem>,
+    item: Delivery,
+}
+
+#[derive(Debug)]
+struct Pending {
+    reply: oneshot::Sender<Result<Reply>>,
+    consumer: Option<ConsumerSink>,
+}
+
+/// What waits on one open channel.
+#[derive(Debug)]
+struct Route {
+    shared: Arc<ChannelShared>,
+    requests: HashMap<RequestId, Pending>,
+    /// Ascending by tag, as publishes were numbered.
+    confirms: VecDeque<(DeliveryTag, ConfirmSlot)>,
+    consumers: HashMap<ShortStr, ConsumerSink>,
+    returns: Option<mpsc::Sender<amqp_wire::connection::Returned>>,
+    closing: Vec<oneshot::Sender<Result<()>>>,
+}
+
+impl Route {
+    fn new(shared: Arc<ChannelShared>) -> Self {
+        Self {
+            shared,
+            requests: HashMap::new(),
+            confirms: VecDeque::new(),
+            consumers: HashMap::new(),
+            returns: None,
+            closing: Vec::new(),
+        }
+    }
+
+    /// Fails everything waiting on the channel with `error`; a clean close ends consumers
+    /// without an error.
+    fn end(self, error: &Error, clean: bool) {
+        let _ = self.shared.closed.set(error.clone());
+        for (_, pending) in self.requests {
+            let _ = pending.reply.send(Err(error.clone()));
+        }
+        for (_, slot) in self.confirms {
+            let _ = slot.tx.send(Err(error.clone()));
+        }
+        for (_, sink) in self.consumers {
+            if !clean {
+                if let Ok(mut end) = sink.end.lock() {
+                    *end = Some(error.clone());
+                }
+            }
+        }
+        for reply in self.closing {
+            let _ = reply.send(if clean { Ok(()) } else { Err(error.clone()) });
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Router {
+    conn: Arc<ConnShared>,
+    /// Weak, so that the driver notices when the application dropped every handle.
+    tx: mpsc::WeakSender<Command>,
+    blocked: watch::Sender<bool>,
+    ready: Option<oneshot::Sender<Result<()>>>,
+    routes: Vec<Option<Route>>,
+    opening: HashMap<ChannelId, oneshot::Sender<Result<Arc<ChannelShared>>>>,
+    secrets: HashMap<RequestId, oneshot::Sender<Result<Reply>>>,
+    closing: Vec<oneshot::Sender<Result<()>>>,
+    generation: u64,
+    pub(crate) parked: Option<Parked>,
+    io_error: Option<Error>,
+}
+
+impl Router {
+    pub(crate) fn new(
+        conn: Arc<ConnShared>,
+        tx: mpsc::WeakSender<Command>,
+        blocked: watch::Sender<bool>,
+        ready: oneshot::Sender<Result<()>>,
+    ) -> Self {
+        Self {
+            conn,
+            tx,
+            blocked,
+            ready: Some(ready),
+            routes: Vec::new(),
+            opening: HashMap::new(),
+            secrets: HashMap::new(),
+            closing: Vec::new(),
+            generation: 0,
+            parked: None,
+            io_error: None,
+        }
+    }
+
+    /// A socket error: reported instead of the engine's "unexpected EOF".
+    pub(crate) fn io_error(&mut self, e: std::io::Error) {
+        self.io_error.get_or_insert(Error::from(e));
+    }
+
+    fn route_mut(&mut self, channel: ChannelId, generation: u64) -> Option<&mut Route> {
+        self.routes
+            .get_mut(usize::from(channel.0))
+            .and_then(Option::as_mut)
+            .filter(|r| r.shared.generation == generation)
+    }
+
+    /// The error for a command the engine refused.
+    fn refused(&self, e: UsageError) -> Error {
+        match e {
+            UsageError::ChannelClosed { reason, .. } => Error::ChannelClosed(reason),
+            UsageError::ConnectionNotOpen => self.conn.gone(),
+            other => Error::Usage(other),
+        }
+    }
+
+    // ----- commands -----
+
+    pub(crate) fn apply(&mut self, command: Command, engine: &mut Engine) {
+        match command {
+            Command::OpenChannel { reply } => match engine.open_channel() {
+                Ok(id) => {
+                    self.opening.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(self.refused(e)));
+                }
+            },
+            Command::Call {
+                channel,
+                generation,
+                method,
+                reply,
+                consumer,
+            } => {
+                self.call(engine, channel, generation, method, reply, consumer);
+            }
+            Command::Publish {
+                channel,
+                generation,
+                publish,
+                properties,
+                body,
+                slot,
+            } => {
+                let Some(route) = self.route_mut(channel, generation) else {
+                    let _ = slot
+                        .tx
+                        .send(Err(UsageError::ChannelNotOpen(channel).into()));
+                    return;
+                };
+                match engine
+                    .channel(channel)
+                    .and_then(|mut ch| ch.basic_publish(publish, &properties, body))
+                {
+                    Ok(Some(tag)) => route.confirms.push_back((tag, slot)),
+                    Ok(None) => {
+                        let _ = slot.tx.send(Ok(Confirmation::NotRequested));
+                    }
+                    Err(e) => {
+                        let _ = slot.tx.send(Err(self.refused(e)));
+                    }
+                }
+            }
+            Command::Settle {
+                channel,
+                generation,
+                tag,
+                how,
+            } => {
+                if self.route_mut(channel, generation).is_none() {
+                    tracing::warn!(
+                        channel = channel.0,
+                        tag = tag.0,
+                        "settle for a closed channel; the broker requeues"
+                    );
+                    return;
+                }
+                if let Err(e) = settle(engine, channel, tag, how) {
+                    tracing::warn!(channel = channel.0, tag = tag.0, error = %e, "settle refused");
+                }
+            }
+            Command::ListenReturns {
+                channel,
+                generation,
+                tx,
+            } => {
+                if let Some(route) = self.route_mut(channel, generation) {
+                    route.returns = Some(tx);
+                }
+            }
+            Command::CloseChannel {
+                channel,
+                generation,
+                code,
+                text,
+                reply,
+            } => {
+                let Some(route) = self.route_mut(channel, generation) else {
+                    let _ = reply.send(Ok(()));
+                    return;
+                };
+                route.closing.push(reply);
+                if let Err(e) = engine
+                    .channel(channel)
+                    .and_then(|mut ch| ch.close(code, &text))
+                {
+                    tracing::debug!(channel = channel.0, error = %e, "channel already closing");
+                }
+            }
+            Command::Close { code, text, reply } => {
+                if engine.is_closed() {
+                    let result = self
+                        .conn
+                        .closed
+                        .get()
+                        .filter(|e| !is_local_close(e))
+                        .cloned();
+                    let _ = reply.send(result.map_or(Ok(()), Err));
+                    return;
+                }
+                self.closing.push(reply);
+                engine.close(code, &text);
+            }
+            Command::UpdateSecret {
+                secret,
+                reason,
+                reply,
+            } => match engine.update_secret(secret, &reason) {
+                Ok(request) => {
+                    self.secrets.insert(request, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(self.refused(e)));
+                }
+            },
+        }
+    }
+
+    fn call(
+        &mut self,
+        engine: &mut Engine,
+        channel: ChannelId,
+        generation: u64,
+        method: Method,
+        reply: oneshot::Sender<Result<Reply>>,
+        consumer: Option<ConsumerSink>,
+    ) {
+        let nowait_tag = match &method {
+            Method::BasicConsume(m) if m.no_wait => Some(m.consumer_tag.clone()),
+            _ => None,
+        };
+        if self.route_mut(channel, generation).is_none() {
+            let _ = reply.send(Err(UsageError::ChannelNotOpen(channel).into()));
+            return;
+        }
+        let sent = engine
+            .channel(channel)
+            .and_then(|mut ch| ch.call(method))
+            .map_err(|e| self.refused(e));
+        let Some(route) = self.route_mut(channel, generation) else {
+            return;
+        };
+        match sent {
+            Ok(Some(request)) => {
+                route.requests.insert(request, Pending { reply, consumer });
+            }
+            Ok(None) => {
+                if let (Some(tag), Some(sink)) = (nowait_tag, consumer) {
+                    route.consumers.insert(tag, sink);
+                }
+                let _ = reply.send(Ok(Reply::Sent));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    // ----- events -----
+
+    pub(crate) fn route(&mut self, event: Event, engine: &mut Engine) {
+        match event {
+            Event::Connected {
+                server_properties,
+                tune,
+            } => {
+                let _ = self.conn.server_properties.set(server_properties);
+                let _ = self.conn.tune.set(tune);
+                if let Some(ready) = self.ready.take() {
+                    let _ = ready.send(Ok(()));
+                }
+            }
+            Event::ChannelOpened(id) => self.opened(id, engine),
+            Event::Reply {
+                channel: ChannelId::CONNECTION,
+                request,
+                method,
+            } => {
+                if let Some(reply) = self.secrets.remove(&request) {
+                    let _ = reply.send(Ok(Reply::Method(method)));
+                }
+            }
+            Event::Reply {
+                channel,
+                request,
+                method,
+            } => self.reply(channel, request, method),
+            Event::GetReply {
+                channel,
+                request,
+                message,
+            } => self.got(channel, request, message, engine),
+            Event::Delivery { channel, delivery } => self.deliver(channel, delivery, engine),
+            Event::ConsumerCancelled {
+                channel,
+                consumer_tag,
+            } => {
+                let sink = self
+                    .routes
+                    .get_mut(usize::from(channel.0))
+                    .and_then(Option::as_mut)
+                    .and_then(|r| r.consumers.remove(&consumer_tag));
+                if let Some(sink) = sink {
+                    if let Ok(mut end) = sink.end.lock() {
+                        *end = Some(Error::ConsumerCancelled(consumer_tag.to_string()));
+                    }
+                }
+            }
+            Event::Returned { channel, message } => {
+                let listener = self
+                    .routes
+                    .get(usize::from(channel.0))
+                    .and_then(Option::as_ref)
+                    .and_then(|r| r.returns.as_ref());
+                let delivered = match listener {
+                    Some(tx) => tx.try_send(*message).is_ok(),
+                    None => false,
+                };
+                if !delivered {
+                    tracing::warn!(
+                        channel = channel.0,
+                        "a returned message had no listener with room; dropped"
+                    );
+                }
+            }
+            Event::Confirm {
+                channel,
+                tag,
+                outcome,
+            } => self.confirmed(channel, tag, outcome),
+            Event::Flow { channel, active } => {
+                tracing::info!(channel = channel.0, active, "broker flow control")
+            }
+            Event::ChannelClosed { channel, reason } => self.channel_closed(channel, reason),
+            Event::Blocked { reason } => {
+                tracing::warn!(%reason, "broker blocked publishing");
+                self.blocked.send_replace(true);
+            }
+            Event::Unblocked => {
+                tracing::info!("broker unblocked publishing");
+                self.blocked.send_replace(false);
+            }
+            Event::Closed(error) => self.connection_closed(Error::Connection(error)),
+            other => tracing::debug!(event = ?other, "event not routed"),
+        }
+    }
+
+    fn opened(&mut self, id: ChannelId, engine: &mut Engine) {
+        self.generation += 1;
+        let shared = Arc::new(ChannelShared::new(id, self.generation, self.conn.clone()));
+        let slot = usize::from(id.0);
+        if self.routes.len() <= slot {
+            self.routes.resize_with(slot + 1, || None);
+        }
+        self.routes[slot] = Some(Route::new(shared.clone()));
+        let taken = self
+            .opening
+            .remove(&id)
+            .is_some_and(|reply| reply.send(Ok(shared)).is_ok());
+        if !taken {
+            // Whoever asked stopped waiting: close the channel rather than leak it.
+            let _ = engine
+                .channel(id)
+                .and_then(|mut ch| ch.close(ReplyCode::SUCCESS, "abandoned"));
+        }
+    }
+
+    fn reply(&mut self, channel: ChannelId, request: RequestId, method: Method) {
+        let Some(route) = self
+            .routes
+            .get_mut(usize::from(channel.0))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let Some(pending) = route.requests.remove(&request) else {
+            return;
+        };
+        match &method {
+            Method::BasicConsumeOk(ok) => {
+                if let Some(sink) = pending.consumer {
+                    route.consumers.insert(ok.consumer_tag.clone(), sink);
+                }
+            }
+            // The consumer's sink is dropped: its stream ends cleanly.
+            Method::BasicCancelOk(ok) => drop(route.consumers.remove(&ok.consumer_tag)),
+            _ => {}
+        }
+        let _ = pending.reply.send(Ok(Reply::Method(method)));
+    }
+
+    fn got(
+        &mut self,
+        channel: ChannelId,
+        request: RequestId,
+        message: Option<(WireDelivery, u32)>,
+        engine: &mut Engine,
+    ) {
+        let pending = self
+            .routes
+            .get_mut(usize::from(channel.0))
+            .and_then(Option::as_mut)
+            .and_then(|r| r.requests.remove(&request));
+        let tag = message.as_ref().map(|(d, _)| d.delivery_tag);
+        let delivered =
+            pending.is_some_and(|p| p.reply.send(Ok(Reply::Get(message.map(Box::new)))).is_ok());
+        if let (false, Some(tag)) = (delivered, tag) {
+            // The caller stopped waiting: hand the message back instead of losing it.
+            requeue(engine, channel, tag);
+        }
+    }
+
+    fn deliver(&mut self, channel: ChannelId, delivery: WireDelivery, engine: &mut Engine) {
+        let tx = self.tx.upgrade();
+        let Some(route) = self
+            .routes
+            .get_mut(usize::from(channel.0))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let tag = delivery.delivery_tag;
+        let (Some(sink), Some(tx)) = (route.consumers.get(&delivery.consumer_tag), tx) else {
+            tracing::debug!(
+                channel = channel.0,
+                tag = tag.0,
+                "delivery for no consumer; requeued"
+            );
+            requeue(engine, channel, tag);
+            return;
+        };
+        let consumer_tag = delivery.consumer_tag.clone();
+        let item = Delivery::new(delivery, tx, route.shared.clone(), sink.no_ack);
+        match sink.tx.try_send(item) {
+            Ok(()) => {}
+            Err(TrySendError::Full(item)) => {
+                self.parked = Some(Parked {
+                    tx: sink.tx.clone(),
+                    item,
+                })
+            }
+            Err(TrySendError::Closed(_)) => {
+                // The consumer was dropped: requeue, and cancel it at the broker.
+                route.consumers.remove(&consumer_tag);
+                requeue(engine, channel, tag);
+                let cancel = BasicCancel {
+                    consumer_tag,
+                    no_wait: false,
+                };
+                let _ = engine.channel(channel).and_then(|mut ch| ch.call(cancel));
+            }
+        }
+    }
+
+    /// The parked delivery's consumer has room (or is gone).
+    pub(crate) fn unpark(
+        &mut self,
+        permit: std::result::Result<mpsc::OwnedPermit<ConsumerItem>, mpsc::error::SendError<()>>,
+        engine: &mut Engine,
+    ) {
+        let Some(parked) = self.parked.take() else {
+            return;
+        };
+        match permit {
+            Ok(permit) => drop(permit.send(parked.item)),
+            Err(_) => requeue(engine, parked.item.channel_id(), parked.item.delivery_tag),
+        }
+    }
+
+    fn confirmed(&mut self, channel: ChannelId, tag: DeliveryTag, outcome: WireConfirmation) {
+        let Some(route) = self
+            .routes
+            .get_mut(usize::from(channel.0))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let at = match route.confirms.front() {
+            Some((front, _)) if *front == tag => Some(0),
+            _ => route.confirms.binary_search_by_key(&tag, |(t, _)| *t).ok(),
+        };
+        let Some((_, slot)) = at.and_then(|i| route.confirms.remove(i)) else {
+            return;
+        };
+        let outcome = match outcome {
+            WireConfirmation::Ack => Confirmation::Ack,
+            WireConfirmation::Nack => Confirmation::Nack,
+            WireConfirmation::Returned(r) => Confirmation::Returned(r),
+        };
+        // The permit drops here: the confirm window has room again.
+        let _ = slot.tx.send(Ok(outcome));
+    }
+
+    fn channel_closed(&mut self, channel: ChannelId, reason: CloseReason) {
+        let clean = reason.initiator == Initiator::Local;
+        if !clean {
+            tracing::warn!(channel = channel.0, %reason, "channel closed");
+        }
+        let error = Error::ChannelClosed(reason);
+        if let Some(reply) = self.opening.remove(&channel) {
+            let _ = reply.send(Err(error.clone()));
+        }
+        if self
+            .parked
+            .as_ref()
+            .is_some_and(|p| p.item.channel_id() == channel)
+        {
+            // Its channel is gone, so the broker requeues it.
+            self.parked = None;
+        }
+        if let Some(route) = self
+            .routes
+            .get_mut(usize::from(channel.0))
+            .and_then(Option::take)
+        {
+            route.end(&error, clean);
+        }
+    }
+
+    fn connection_closed(&mut self, error: Error) {
+        let error = self.io_error.take().unwrap_or(error);
+        let clean = is_local_close(&error);
+        if clean {
+            tracing::info!("connection closed");
+        } else {
+            tracing::warn!(%error, "connection closed");
+        }
+        let _ = self.conn.closed.set(error.clone());
+        let error = self.conn.gone();
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(error.clone()));
+        }
+        for route in self.routes.drain(..).flatten() {
+            route.end(&error, clean);
+        }
+        for (_, reply) in self.opening.drain() {
+            let _ = reply.send(Err(error.clone()));
+        }
+        for (_, reply) in self.secrets.drain() {
+            let _ = reply.send(Err(error.clone()));
+        }
+        for reply in self.closing.drain(..) {
+            let _ = reply.send(if clean { Ok(()) } else { Err(error.clone()) });
+        }
+        self.parked = None;
+    }
+
+    /// The driver stopped: fail whatever still waits.
+    pub(crate) fn finish(&mut self) {
+        if self.conn.closed.get().is_none() {
+            self.connection_closed(Error::Connection(ConnectionError::UnexpectedEof));
+        }
+    }
+
+    /// A command that arrived after the end.
+    pub(crate) fn refuse(&self, command: Command) {
+        let error = self.conn.gone();
+        match command {
+            Command::OpenChannel { reply } => drop(reply.send(Err(error))),
+            Command::Call { reply, .. } | Command::UpdateSecret { reply, .. } => {
+                drop(reply.send(Err(error)))
+            }
+            Command::Publish { slot, .. } => drop(slot.tx.send(Err(error))),
+            Command::CloseChannel { reply, .. } | Command::Close { reply, .. } => {
+                let _ = reply.send(if is_local_close(&error) {
+                    Ok(())
+                } else {
+                    Err(error)
+                });
+            }
+            Command::Settle { .. } | Command::ListenReturns { .. } => {}
+        }
+    }
+}
+
+/// Sends an ack, nack or reject through the engine.
+fn settle(
+    engine: &mut Engine,
+    channel: ChannelId,
+    tag: DeliveryTag,
+    how: Settle,
+) -> std::result::Result<(), UsageError> {
+    let mut ch = engine.channel(channel)?;
+    match how {
+        Settle::Ack { multiple } => ch.basic_ack(tag, multiple),
+        Settle::Nack { multiple, requeue } => ch.basic_nack(tag, multiple, requeue),
+        Settle::Reject { requeue } => ch.basic_reject(tag, requeue),
+    }
+}
+
+/// Gives an unread delivery back to the broker. One consumed without acks cannot be (the
+/// engine knows no such tag), and a closed channel's deliveries the broker requeues itself.
+fn requeue(engine: &mut Engine, channel: ChannelId, tag: DeliveryTag) {
+    if let Err(e) = settle(
+        engine,
+        channel,
+        tag,
+        Settle::Nack {
+            multiple: false,
+            requeue: true,
+        },
+    ) {
+        tracing::debug!(channel = channel.0, tag = tag.0, error = %e, "could not requeue");
+    }
+}
