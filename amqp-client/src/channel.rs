@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -40,6 +40,8 @@ pub(crate) struct ChannelShared {
     pub(crate) window: Arc<Semaphore>,
     /// The last per-consumer prefetch count set with `qos`.
     pub(crate) prefetch: AtomicU32,
+    /// Counts the recoveries of this channel: delivery tags of an earlier epoch are void.
+    pub(crate) epoch: AtomicU64,
     pub(crate) conn: Arc<ConnShared>,
 }
 
@@ -52,6 +54,7 @@ impl ChannelShared {
             confirm_mode: AtomicBool::new(false),
             window: Arc::new(Semaphore::new(conn.limits.confirm_window.max(1))),
             prefetch: AtomicU32::new(0),
+            epoch: AtomicU64::new(0),
             conn,
         }
     }
@@ -618,6 +621,7 @@ impl Channel {
         body: impl Into<Bytes>,
     ) -> Result<Confirm> {
         self.check_open()?;
+        let body = body.into();
         let publish = BasicPublish {
             exchange: short("exchange", exchange)?,
             routing_key: short("routing key", routing_key)?,
@@ -638,14 +642,17 @@ impl Channel {
             None
         };
         let (tx, rx) = oneshot::channel();
+        let message = (permit.is_some() && self.shared.conn.republish)
+            .then(|| Box::new((publish.clone(), properties.clone(), body.clone())));
         let command = Command::Publish {
             channel: self.shared.id,
             generation: self.shared.generation,
             publish,
             properties,
-            body: body.into(),
+            body,
             slot: ConfirmSlot {
                 tx,
+                message,
                 _permit: permit,
             },
         };
@@ -688,6 +695,7 @@ impl Channel {
         let command = Command::Settle {
             channel: self.shared.id,
             generation: self.shared.generation,
+            epoch: self.shared.epoch.load(Ordering::Acquire),
             tag,
             how,
         };

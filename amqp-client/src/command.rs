@@ -34,6 +34,8 @@ pub(crate) struct ConsumerSink {
 #[derive(Debug)]
 pub(crate) struct ConfirmSlot {
     pub(crate) tx: oneshot::Sender<Result<Confirmation>>,
+    /// The message itself, kept only when `Recovery::republish` may send it again.
+    pub(crate) message: Option<Box<(BasicPublish, BasicProperties, Bytes)>>,
     /// Held, never read: dropping the slot gives the confirm window its place back.
     pub(crate) _permit: Option<OwnedSemaphorePermit>,
 }
@@ -72,6 +74,8 @@ pub(crate) enum Command {
     Settle {
         channel: ChannelId,
         generation: u64,
+        /// The channel's recovery epoch when the delivery arrived.
+        epoch: u64,
         tag: DeliveryTag,
         how: Settle,
     },

@@ -43,6 +43,13 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+impl Default for Endpoint {
+    /// `localhost:5672`.
+    fn default() -> Self {
+        Self::new(DEFAULT_HOST, AMQP_PORT)
+    }
+}
+
 impl Endpoint {
     /// An endpoint from a host and a port; brackets around an IPv6 address are removed.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
@@ -202,6 +209,43 @@ pub struct ConnectionConfig {
     pub max_message_size: u64,
     /// TLS settings; `Some` for `amqps`.
     pub tls: Option<TlsOptions>,
+    /// What happens when the connection is lost. On by default.
+    pub recovery: Recovery,
+}
+
+/// Automatic recovery: after the connection is lost (not closed by the application), reconnect
+/// to the endpoints in a shuffled order, with exponential backoff and jitter between rounds,
+/// reopen every channel with its qos and confirm/tx mode, declare the recorded exchanges,
+/// queues and bindings again, and re-register the consumers under their tags. `Channel` and
+/// `Consumer` handles keep working; a consumer's stream does not end.
+///
+/// Publishes awaiting their confirm when the connection is lost resolve with
+/// [`crate::Error::OutcomeUnknown`], unless `republish` is set: then they are published again
+/// on the new connection and resolve with the new outcome (at-least-once, duplicates possible).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// Recover at all. Default true.
+    pub enabled: bool,
+    /// The pause after the first round of failed attempts; it doubles each round. Default 100 ms.
+    pub initial_backoff: Duration,
+    /// The longest pause between rounds. Default 10 s.
+    pub max_backoff: Duration,
+    /// Rounds (each tries every endpoint once) before giving up; `None` tries forever.
+    pub max_rounds: Option<u32>,
+    /// Publish unconfirmed messages again after a recovery instead of failing them.
+    pub republish: bool,
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            max_rounds: None,
+            republish: false,
+        }
+    }
 }
 
 impl Default for ConnectionConfig {
@@ -222,6 +266,7 @@ impl Default for ConnectionConfig {
             confirm_window: DEFAULT_CONFIRM_WINDOW,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             tls: None,
+            recovery: Recovery::default(),
         }
     }
 }

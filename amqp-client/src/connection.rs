@@ -1,13 +1,11 @@
 //! [`Connection`]: connecting, and the handle that opens channels.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use amqp_wire::connection::{Connection as Engine, ConnectionError, Tune};
-use amqp_wire::{FieldTable, LongStr, ReplyCode};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use amqp_wire::connection::{ConnectionError, Tune};
+use amqp_wire::{FieldTable, LongStr, ReplyCode, ShortStr};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::channel::Channel;
 use crate::command::Command;
@@ -18,6 +16,8 @@ use crate::router::Router;
 
 /// Commands a connection's handles may queue before `send` waits.
 const COMMAND_QUEUE: usize = 4096;
+/// Connection events buffered for a slow listener.
+const EVENT_QUEUE: usize = 256;
 
 /// The limits every handle of a connection applies.
 #[derive(Clone, Copy, Debug)]
@@ -35,9 +35,67 @@ pub(crate) struct ConnShared {
     pub(crate) closed: OnceLock<Error>,
     /// True while the broker blocks publishers.
     pub(crate) blocked: watch::Receiver<bool>,
-    pub(crate) server_properties: OnceLock<FieldTable>,
-    pub(crate) tune: OnceLock<Tune>,
-    pub(crate) endpoint: Endpoint,
+    /// What the current (or last) session learnt; replaced at each reconnection.
+    pub(crate) session: Mutex<SessionInfo>,
+    /// Disconnected, reconnecting, recovered, blocked, ... for whoever listens.
+    pub(crate) events: broadcast::Sender<ConnectionEvent>,
+    /// Unconfirmed publishes are kept for publishing again after a recovery.
+    pub(crate) republish: bool,
+}
+
+/// What one session (one socket) learnt about the broker.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SessionInfo {
+    pub(crate) endpoint: Option<Endpoint>,
+    pub(crate) server_properties: FieldTable,
+    pub(crate) tune: Tune,
+}
+
+/// What happens to a connection, as [`Connection::events`] reports it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// The connection was lost; recovery starts (when enabled).
+    Disconnected {
+        /// Why it was lost.
+        error: Error,
+    },
+    /// An attempt to connect to an endpoint (round 0 is the first, without a pause).
+    Reconnecting {
+        /// The round of attempts.
+        round: u32,
+        /// The endpoint tried.
+        endpoint: Endpoint,
+    },
+    /// Connected again, channels reopened, topology and consumers restored.
+    Recovered {
+        /// The endpoint now in use.
+        endpoint: Endpoint,
+    },
+    /// A server-named queue was declared again under a new name.
+    QueueRenamed {
+        /// Its name before.
+        old: ShortStr,
+        /// Its name now.
+        new: ShortStr,
+    },
+    /// Part of the topology could not be restored (the error says what).
+    TopologyRecoveryFailed {
+        /// The broker's answer.
+        error: Error,
+    },
+    /// Recovery gave up, or was off: the connection is closed for good.
+    Failed {
+        /// The last error.
+        error: Error,
+    },
+    /// The broker blocked publishers (a resource alarm).
+    Blocked {
+        /// The broker's reason.
+        reason: ShortStr,
+    },
+    /// The broker unblocked publishers.
+    Unblocked,
 }
 
 impl ConnShared {
@@ -94,27 +152,37 @@ impl Connection {
         Self::connect_with(ConnectionConfig::from_uri(uri)?).await
     }
 
-    /// Connects with a configuration, trying its endpoints in order.
+    /// Connects with a configuration, trying its endpoints once each in a shuffled order.
+    /// The connection then recovers by itself when lost (see [`crate::Recovery`]).
     ///
     /// # Errors
     /// As [`Connection::connect`]; with several endpoints, the last one's error.
     pub async fn connect_with(config: ConnectionConfig) -> Result<Self> {
-        let mut last = None;
-        for endpoint in &config.endpoints {
-            let attempt =
-                tokio::time::timeout(config.connection_timeout, connect_to(&config, endpoint));
-            let error = match attempt.await {
-                Ok(Ok(conn)) => return Ok(conn),
-                Ok(Err(e)) => e,
-                Err(_) => Error::Timeout {
-                    operation: "connect",
-                    after: config.connection_timeout,
-                },
-            };
-            tracing::warn!(host = %endpoint.host, port = endpoint.port, %error, "connection attempt failed");
-            last = Some(error);
-        }
-        Err(last.unwrap_or(Error::Config(crate::ConfigError::NoHost)))
+        let (tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let (blocked_tx, blocked) = watch::channel(false);
+        let (events, _) = broadcast::channel(EVENT_QUEUE);
+        let shared = Arc::new(ConnShared {
+            limits: Limits {
+                operation_timeout: config.operation_timeout,
+                blocked_timeout: config.blocked_timeout,
+                confirm_window: config.confirm_window,
+            },
+            closed: OnceLock::new(),
+            blocked,
+            session: Mutex::new(SessionInfo::default()),
+            events,
+            republish: config.recovery.republish,
+        });
+        let (ready_tx, ready) = oneshot::channel();
+        let router = Router::new(shared.clone(), tx.downgrade(), blocked_tx, ready_tx);
+        let driver = Driver {
+            config: Arc::new(config),
+            commands,
+            router,
+        };
+        tokio::spawn(driver.run());
+        ready.await.map_err(|_| shared.gone())??;
+        Ok(Self { tx, shared })
     }
 
     /// Opens a channel.
@@ -205,20 +273,35 @@ impl Connection {
             .map(drop)
     }
 
-    /// The broker's `server-properties`: product, version, cluster name, capabilities.
-    pub fn server_properties(&self) -> &FieldTable {
-        static EMPTY: FieldTable = FieldTable::new();
-        self.shared.server_properties.get().unwrap_or(&EMPTY)
+    /// The broker's `server-properties`: product, version, cluster name, capabilities (of
+    /// the node reached last).
+    pub fn server_properties(&self) -> FieldTable {
+        self.session().server_properties
     }
 
     /// The agreed channel_max, frame_max and heartbeat.
     pub fn tune(&self) -> Tune {
-        self.shared.tune.get().copied().unwrap_or_default()
+        self.session().tune
     }
 
-    /// The endpoint this connection reached.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.shared.endpoint
+    /// The endpoint this connection reached last.
+    pub fn endpoint(&self) -> Endpoint {
+        self.session().endpoint.unwrap_or_default()
+    }
+
+    fn session(&self) -> SessionInfo {
+        self.shared
+            .session
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// The connection's events: disconnected, reconnecting, recovered, failed, blocked,
+    /// unblocked. Each receiver sees the events sent after it subscribed; one that falls more
+    /// than 256 behind loses the oldest (`RecvError::Lagged`).
+    pub fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
+        self.shared.events.subscribe()
     }
 
     /// True while the broker blocks publishers (a memory or disk alarm).
@@ -246,59 +329,4 @@ impl Connection {
 pub(crate) fn is_local_close(e: &Error) -> bool {
     matches!(e, Error::Connection(ConnectionError::Closed(r))
         if r.initiator == amqp_wire::connection::Initiator::Local)
-}
-
-async fn connect_to(config: &ConnectionConfig, endpoint: &Endpoint) -> Result<Connection> {
-    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
-    tcp.set_nodelay(true)?;
-    match &config.tls {
-        None => start(config, endpoint, tcp).await,
-        Some(tls) => {
-            let connector = crate::tls::connector(tls)?;
-            let name = crate::tls::server_name(tls, &endpoint.host)?;
-            let stream = connector.connect(name, tcp).await?;
-            start(config, endpoint, stream).await
-        }
-    }
-}
-
-/// Spawns the driver over a connected stream and waits for the AMQP handshake.
-async fn start<S>(config: &ConnectionConfig, endpoint: &Endpoint, stream: S) -> Result<Connection>
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (reader, writer) = tokio::io::split(stream);
-    let (tx, commands) = mpsc::channel(COMMAND_QUEUE);
-    let (blocked_tx, blocked) = watch::channel(false);
-    let shared = Arc::new(ConnShared {
-        limits: Limits {
-            operation_timeout: config.operation_timeout,
-            blocked_timeout: config.blocked_timeout,
-            confirm_window: config.confirm_window,
-        },
-        closed: OnceLock::new(),
-        blocked,
-        server_properties: OnceLock::new(),
-        tune: OnceLock::new(),
-        endpoint: endpoint.clone(),
-    });
-    let (ready_tx, ready) = oneshot::channel();
-    let engine = Engine::client(
-        config.engine_config(),
-        tokio::time::Instant::now().into_std(),
-    );
-    let router = Router::new(shared.clone(), tx.downgrade(), blocked_tx, ready_tx);
-    tokio::spawn(
-        Driver {
-            engine,
-            reader,
-            writer,
-            commands,
-            router,
-        }
-        .run(),
-    );
-    ready.await.map_err(|_| shared.gone())??;
-    tracing::info!(host = %endpoint.host, port = endpoint.port, "connected");
-    Ok(Connection { tx, shared })
 }

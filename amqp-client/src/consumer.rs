@@ -49,6 +49,8 @@ struct Acker {
     channel: Arc<ChannelShared>,
     /// Consumed with no-ack: nothing to settle.
     no_ack: bool,
+    /// The channel's recovery epoch when it arrived.
+    epoch: u64,
     settled: AtomicBool,
 }
 
@@ -68,6 +70,7 @@ impl Delivery {
             properties: wire.properties,
             body: wire.body,
             acker: Acker {
+                epoch: channel.epoch.load(Ordering::Acquire),
                 tx,
                 channel,
                 no_ack,
@@ -127,9 +130,13 @@ impl Delivery {
         if let Some(e) = acker.channel.closed.get() {
             return Err(e.clone());
         }
+        if acker.epoch != acker.channel.epoch.load(Ordering::Acquire) {
+            return Err(Error::StaleDelivery(self.delivery_tag.0));
+        }
         let command = Command::Settle {
             channel: acker.channel.id,
             generation: acker.channel.generation,
+            epoch: acker.epoch,
             tag: self.delivery_tag,
             how,
         };
@@ -149,6 +156,7 @@ impl Delivery {
         let command = Command::Settle {
             channel: self.acker.channel.id,
             generation: self.acker.channel.generation,
+            epoch: self.acker.epoch,
             tag: self.delivery_tag,
             how: Settle::Nack {
                 multiple: false,

@@ -4,18 +4,29 @@
 //! to the socket (vectored, published bodies by reference), commands from handles go to the
 //! engine, and the engine's events go to whoever waits for them ([`Router`]). Reads and writes
 //! are both `select!` arms, so a broker flooding deliveries while we publish cannot deadlock.
+//!
+//! ```text
+//!  connect round ──► session (one socket, one engine) ──► lost ──► recovery on? ──► round …
+//!  (endpoints shuffled;        │                                     │ no: the end
+//!   backoff between rounds)    └── closed by the application ──► the end
+//! ```
 
 use std::io::{self, IoSlice};
+use std::sync::Arc;
 use std::time::Duration;
 
 use amqp_wire::Transmit;
-use amqp_wire::connection::Connection as Engine;
+use amqp_wire::connection::{Connection as Engine, ConnectionError};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use crate::command::Command;
+use crate::config::{ConnectionConfig, Endpoint};
+use crate::consumer::ConsumerItem;
+use crate::error::{Error, Result};
 use crate::router::{Parked, Router};
 
 /// Octets the engine may have queued for the socket before the driver stops taking commands:
@@ -26,10 +37,19 @@ const READ_CHUNK: usize = 64 * 1024;
 /// `IoSlice`s handed to one vectored write.
 const MAX_SLICES: usize = 64;
 
-pub(crate) struct Driver<S> {
-    pub(crate) engine: Engine,
-    pub(crate) reader: ReadHalf<S>,
-    pub(crate) writer: WriteHalf<S>,
+/// A byte stream: TCP, or TLS over TCP.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// One socket and the engine speaking over it.
+struct Session {
+    engine: Engine,
+    reader: ReadHalf<Box<dyn Io>>,
+    writer: WriteHalf<Box<dyn Io>>,
+}
+
+pub(crate) struct Driver {
+    pub(crate) config: Arc<ConnectionConfig>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) router: Router,
 }
@@ -41,38 +61,131 @@ enum Wake {
     Wrote(io::Result<usize>),
     Command(Option<Command>),
     Timer,
-    Room(Result<mpsc::OwnedPermit<crate::consumer::ConsumerItem>, mpsc::error::SendError<()>>),
+    Room(std::result::Result<mpsc::OwnedPermit<ConsumerItem>, mpsc::error::SendError<()>>),
 }
 
 fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
+impl Driver {
     pub(crate) async fn run(mut self) {
+        let mut endpoints = shuffled(&self.config.endpoints);
+        let mut next = 0;
+        let mut round = 0u32;
+        let mut last: Option<Error> = None;
+        let mut final_error = None;
+        loop {
+            if next == endpoints.len() {
+                // A whole round failed.
+                let error = last
+                    .take()
+                    .unwrap_or(Error::Config(crate::ConfigError::NoHost));
+                if !self.router.ever_connected() || !self.config.recovery.enabled {
+                    self.router.give_up(error);
+                    break;
+                }
+                round += 1;
+                if self
+                    .config
+                    .recovery
+                    .max_rounds
+                    .is_some_and(|max| round >= max)
+                {
+                    self.router.give_up(error);
+                    break;
+                }
+                tokio::time::sleep(backoff(&self.config.recovery, round)).await;
+                endpoints = shuffled(&self.config.endpoints);
+                next = 0;
+            }
+            let endpoint = endpoints[next].clone();
+            next += 1;
+            self.router.reconnecting(round, &endpoint);
+            let session = match tokio::time::timeout(
+                self.config.connection_timeout,
+                open(&self.config, &endpoint),
+            )
+            .await
+            {
+                Ok(Ok(session)) => session,
+                Ok(Err(e)) => {
+                    tracing::warn!(host = %endpoint.host, port = endpoint.port, error = %e, "cannot connect");
+                    last = Some(e);
+                    continue;
+                }
+                Err(_) => {
+                    last = Some(Error::Timeout {
+                        operation: "connect",
+                        after: self.config.connection_timeout,
+                    });
+                    continue;
+                }
+            };
+            self.router.session_started(endpoint);
+            let (error, connected) = self.run_session(session).await;
+            if self.router.app_closed() {
+                final_error = Some(error);
+                break;
+            }
+            if connected {
+                // The connection was up: start a fresh round at once.
+                self.router.lost(&error);
+                endpoints = shuffled(&self.config.endpoints);
+                next = 0;
+                round = 0;
+                if !self.config.recovery.enabled {
+                    self.router.give_up(error);
+                    break;
+                }
+            }
+            last = Some(error);
+        }
+        self.router.finish(final_error);
+        // Commands that raced the end fail with the connection's error.
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            self.router.refuse(command);
+        }
+    }
+
+    /// Runs one socket until its engine is closed and flushed; returns why it ended and
+    /// whether the handshake had completed.
+    async fn run_session(&mut self, session: Session) -> (Error, bool) {
+        let Session {
+            mut engine,
+            mut reader,
+            mut writer,
+        } = session;
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut out = Transmit::new();
         let mut read_open = true;
-        let mut commands_open = true;
         let mut needs_flush = false;
+        let mut io_error = None;
         loop {
-            let _ = self.engine.poll_transmit(now(), &mut out);
-            while let Some(event) = self.engine.poll_event() {
-                self.router.route(event, &mut self.engine);
+            // Routing an event may queue frames (a requeue, a recovery step): transmit after
+            // each, so nothing waits for the next wake-up.
+            loop {
+                let _ = engine.poll_transmit(now(), &mut out);
+                let Some(event) = engine.poll_event() else { break };
+                self.router.route(event, &mut engine);
             }
-            let closed = self.engine.is_closed();
+            let closed = engine.is_closed();
             if closed && out.is_empty() && !needs_flush {
                 break;
             }
-            let deadline = self.engine.poll_timeout().map(Instant::from_std);
+            let deadline = engine.poll_timeout().map(Instant::from_std);
             let can_read = read_open && !closed && self.router.parked.is_none();
-            let take_commands = commands_open && !closed && out.len() < HIGH_WATER;
+            let take_commands = !self.router.commands_closed()
+                && !closed
+                && self.router.accepts_commands()
+                && out.len() < HIGH_WATER;
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                 rbuf.reserve(READ_CHUNK);
             }
             let wake = tokio::select! {
-                r = self.reader.read_buf(&mut rbuf), if can_read => Wake::Read(r),
-                r = write_or_flush(&mut self.writer, &out), if !out.is_empty() || needs_flush => Wake::Wrote(r),
+                r = reader.read_buf(&mut rbuf), if can_read => Wake::Read(r),
+                r = write_or_flush(&mut writer, &out), if !out.is_empty() || needs_flush => Wake::Wrote(r),
                 c = self.commands.recv(), if take_commands => Wake::Command(c),
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Wake::Timer,
                 r = room(self.router.parked.as_ref()), if self.router.parked.is_some() => Wake::Room(r),
@@ -80,22 +193,21 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
             match wake {
                 Wake::Read(Ok(0)) => {
                     read_open = false;
-                    self.engine.handle_eof();
+                    engine.handle_eof();
                 }
-                Wake::Read(Ok(_)) => self.engine.handle_input(now(), &mut rbuf),
+                Wake::Read(Ok(_)) => engine.handle_input(now(), &mut rbuf),
                 Wake::Read(Err(e)) | Wake::Wrote(Err(e)) => {
                     tracing::warn!(error = %e, "connection i/o failed");
                     read_open = false;
                     needs_flush = false;
                     out = Transmit::new();
-                    self.router.io_error(e);
-                    self.engine.handle_eof();
+                    io_error.get_or_insert(Error::from(e));
+                    engine.handle_eof();
                 }
                 Wake::Wrote(Ok(0)) if !out.is_empty() => {
-                    let e = io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes");
                     out = Transmit::new();
-                    self.router.io_error(e);
-                    self.engine.handle_eof();
+                    io_error.get_or_insert(Error::from(io::Error::from(io::ErrorKind::WriteZero)));
+                    engine.handle_eof();
                 }
                 // With `out` empty, that turn flushed.
                 Wake::Wrote(Ok(_)) if out.is_empty() => needs_flush = false,
@@ -103,24 +215,63 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                     out.advance(n);
                     needs_flush = true;
                 }
-                Wake::Command(Some(command)) => self.router.apply(command, &mut self.engine),
+                Wake::Command(Some(command)) => self.router.apply(command, &mut engine),
                 Wake::Command(None) => {
-                    commands_open = false;
-                    self.engine
-                        .close(amqp_wire::ReplyCode::SUCCESS, "client dropped every handle");
+                    self.router.handles_dropped();
+                    engine.close(amqp_wire::ReplyCode::SUCCESS, "client dropped every handle");
                 }
-                Wake::Timer => self.engine.handle_timeout(now()),
-                Wake::Room(permit) => self.router.unpark(permit, &mut self.engine),
+                Wake::Timer => engine.handle_timeout(now()),
+                Wake::Room(permit) => self.router.unpark(permit, &mut engine),
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.shutdown()).await;
-        self.router.finish();
-        // Commands that raced the end fail with the connection's error.
-        self.commands.close();
-        while let Ok(command) = self.commands.try_recv() {
-            self.router.refuse(command);
-        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+        let engine_error = engine
+            .error()
+            .cloned()
+            .unwrap_or(ConnectionError::UnexpectedEof);
+        let connected = self.router.session_was_open();
+        (
+            io_error.unwrap_or(Error::Connection(engine_error)),
+            connected,
+        )
     }
+}
+
+/// TCP (and TLS) to one endpoint, with a fresh engine that queued the protocol header.
+async fn open(config: &ConnectionConfig, endpoint: &Endpoint) -> Result<Session> {
+    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
+    tcp.set_nodelay(true)?;
+    let stream: Box<dyn Io> = match &config.tls {
+        None => Box::new(tcp),
+        Some(tls) => {
+            let connector = crate::tls::connector(tls)?;
+            let name = crate::tls::server_name(tls, &endpoint.host)?;
+            Box::new(connector.connect(name, tcp).await?)
+        }
+    };
+    let (reader, writer) = tokio::io::split(stream);
+    let engine = Engine::client(config.engine_config(), now());
+    Ok(Session {
+        engine,
+        reader,
+        writer,
+    })
+}
+
+/// The endpoints in a random order, so that many clients spread over a cluster.
+fn shuffled(endpoints: &[Endpoint]) -> Vec<Endpoint> {
+    let mut list = endpoints.to_vec();
+    fastrand::shuffle(&mut list);
+    list
+}
+
+/// The pause before round `round` (1-based): exponential, capped, with full jitter.
+fn backoff(policy: &crate::config::Recovery, round: u32) -> Duration {
+    let exp = policy
+        .initial_backoff
+        .saturating_mul(1u32 << (round - 1).min(16));
+    let cap = exp.min(policy.max_backoff);
+    cap.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
 /// Writes as much of `out` as the socket takes in one vectored write; with nothing to write,
@@ -141,9 +292,45 @@ async fn write_or_flush<W: AsyncWrite>(
 /// Waits until the parked delivery's consumer has room.
 async fn room(
     parked: Option<&Parked>,
-) -> Result<mpsc::OwnedPermit<crate::consumer::ConsumerItem>, mpsc::error::SendError<()>> {
+) -> std::result::Result<mpsc::OwnedPermit<ConsumerItem>, mpsc::error::SendError<()>> {
     match parked {
         Some(p) => p.tx.clone().reserve_owned().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Recovery;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let policy = Recovery {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ..Default::default()
+        };
+        for _ in 0..100 {
+            let first = backoff(&policy, 1);
+            assert!(
+                first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+                "{first:?}"
+            );
+            let third = backoff(&policy, 3);
+            assert!(
+                third >= Duration::from_millis(200) && third <= Duration::from_millis(400),
+                "{third:?}"
+            );
+            assert!(backoff(&policy, 40) <= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn shuffling_keeps_every_endpoint() {
+        let endpoints: Vec<Endpoint> = (0..5).map(|i| Endpoint::new("h", 5000 + i)).collect();
+        let mut got = shuffled(&endpoints);
+        got.sort_by_key(|e| e.port);
+        assert_eq!(got, endpoints);
     }
 }

@@ -60,6 +60,15 @@ pub enum Error {
     /// The broker answered with a method this call does not expect (a broker bug).
     #[error("unexpected reply {0}")]
     UnexpectedReply(&'static str),
+    /// The connection was lost before the broker confirmed this publish: the message may or
+    /// may not have been delivered. Publish it again for at-least-once delivery (or set
+    /// `Recovery::republish`).
+    #[error("connection lost before the broker confirmed the publish; its outcome is unknown")]
+    OutcomeUnknown,
+    /// The delivery came before a reconnection: its tag means nothing on the new connection
+    /// (the broker requeued the message when the old one was lost), so it cannot be settled.
+    #[error("delivery tag {0} was received before a reconnection and cannot be settled")]
+    StaleDelivery(u64),
     /// A connection URI or option that cannot be used.
     #[error("invalid configuration: {0}")]
     Config(ConfigError),

@@ -40,8 +40,10 @@ mod consumer;
 mod driver;
 mod error;
 mod options;
+mod recovery;
 mod router;
 mod tls;
+mod topology;
 mod uri;
 
 pub use amqp_wire::connection::{
@@ -51,8 +53,8 @@ pub use amqp_wire::{
     BasicProperties, ChannelId, DeliveryTag, FieldTable, FieldValue, ReplyCode, ShortStr,
 };
 pub use channel::{Channel, Confirm, Confirmation, GetMessage, QueueInfo, Returns};
-pub use config::{ConnectionBuilder, ConnectionConfig, Endpoint, TlsOptions};
-pub use connection::Connection;
+pub use config::{ConnectionBuilder, ConnectionConfig, Endpoint, Recovery, TlsOptions};
+pub use connection::{Connection, ConnectionEvent};
 pub use consumer::{Consumer, Delivery};
 pub use error::{ConfigError, Error, Result};
 pub use options::{

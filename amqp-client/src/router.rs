@@ -7,21 +7,24 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use amqp_wire::connection::{
     CloseReason, Confirmation as WireConfirmation, Connection as Engine, ConnectionError,
     Delivery as WireDelivery, Event, Initiator, RequestId, UsageError,
 };
-use amqp_wire::methods::BasicCancel;
+use amqp_wire::methods::{BasicCancel, BasicConsume};
 use amqp_wire::{ChannelId, DeliveryTag, Method, ReplyCode, ShortStr};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::channel::{ChannelShared, Confirmation};
 use crate::command::{Command, ConfirmSlot, ConsumerSink, Reply, Settle};
-use crate::connection::{ConnShared, is_local_close};
+use crate::connection::{ConnShared, ConnectionEvent, is_local_close};
 use crate::consumer::{ConsumerItem, Delivery};
 use crate::error::{Error, Result};
+use crate::recovery::Replay;
+use crate::topology::Topology;
 
 /// A delivery waiting for room in its consumer's full buffer; the socket is not read
 /// meanwhile.
@@ -32,21 +35,29 @@ pub(crate) struct Parked {
 }
 
 #[derive(Debug)]
-struct Pending {
-    reply: oneshot::Sender<Result<Reply>>,
-    consumer: Option<ConsumerSink>,
+pub(crate) struct Pending {
+    pub(crate) reply: oneshot::Sender<Result<Reply>>,
+    pub(crate) consumer: Option<ConsumerSink>,
+    /// The request, kept when its reply changes what a recovery must restore.
+    pub(crate) request: Option<Method>,
 }
 
-/// What waits on one open channel.
+/// What waits on one open channel, and what a recovery must restore on it.
 #[derive(Debug)]
-struct Route {
-    shared: Arc<ChannelShared>,
-    requests: HashMap<RequestId, Pending>,
+pub(crate) struct Route {
+    pub(crate) shared: Arc<ChannelShared>,
+    pub(crate) requests: HashMap<RequestId, Pending>,
     /// Ascending by tag, as publishes were numbered.
-    confirms: VecDeque<(DeliveryTag, ConfirmSlot)>,
-    consumers: HashMap<ShortStr, ConsumerSink>,
-    returns: Option<mpsc::Sender<amqp_wire::connection::Returned>>,
-    closing: Vec<oneshot::Sender<Result<()>>>,
+    pub(crate) confirms: VecDeque<(DeliveryTag, ConfirmSlot)>,
+    pub(crate) consumers: HashMap<ShortStr, ConsumerSink>,
+    pub(crate) returns: Option<mpsc::Sender<amqp_wire::connection::Returned>>,
+    pub(crate) closing: Vec<oneshot::Sender<Result<()>>>,
+    /// The channel's settings, in the order they were made: qos, confirm.select, tx.select.
+    pub(crate) settings: Vec<Method>,
+    /// Each consumer's `basic.consume`, under the tag the broker confirmed.
+    pub(crate) consumer_specs: HashMap<ShortStr, BasicConsume>,
+    /// Unconfirmed publishes kept across a loss, to publish again.
+    pub(crate) republish: VecDeque<ConfirmSlot>,
 }
 
 impl Route {
@@ -58,17 +69,48 @@ impl Route {
             consumers: HashMap::new(),
             returns: None,
             closing: Vec::new(),
+            settings: Vec::new(),
+            consumer_specs: HashMap::new(),
+            republish: VecDeque::new(),
+        }
+    }
+
+    /// Keeps what a confirmed request set on the channel, for a recovery to set it again.
+    fn remember(&mut self, request: &Method, reply: &Method) {
+        match (request, reply) {
+            (Method::BasicQos(qos), _) => {
+                self.settings
+                    .retain(|m| !matches!(m, Method::BasicQos(q) if q.global == qos.global));
+                self.settings.push(request.clone());
+            }
+            (Method::ConfirmSelect(_) | Method::TxSelect(_), _)
+                if !self.settings.contains(request) =>
+            {
+                self.settings.push(request.clone());
+            }
+            (Method::BasicConsume(spec), Method::BasicConsumeOk(ok)) => {
+                self.consumer_specs
+                    .insert(ok.consumer_tag.clone(), spec.clone());
+            }
+            (Method::BasicCancel(_), Method::BasicCancelOk(ok)) => {
+                self.consumer_specs.remove(&ok.consumer_tag);
+            }
+            _ => {}
         }
     }
 
     /// Fails everything waiting on the channel with `error`; a clean close ends consumers
     /// without an error.
-    fn end(self, error: &Error, clean: bool) {
+    pub(crate) fn end(self, error: &Error, clean: bool) {
         let _ = self.shared.closed.set(error.clone());
         for (_, pending) in self.requests {
             let _ = pending.reply.send(Err(error.clone()));
         }
-        for (_, slot) in self.confirms {
+        for (_, slot) in self
+            .confirms
+            .into_iter()
+            .chain(self.republish.into_iter().map(|s| (DeliveryTag(0), s)))
+        {
             let _ = slot.tx.send(Err(error.clone()));
         }
         for (_, sink) in self.consumers {
@@ -86,18 +128,28 @@ impl Route {
 
 #[derive(Debug)]
 pub(crate) struct Router {
-    conn: Arc<ConnShared>,
+    pub(crate) conn: Arc<ConnShared>,
     /// Weak, so that the driver notices when the application dropped every handle.
     tx: mpsc::WeakSender<Command>,
-    blocked: watch::Sender<bool>,
+    pub(crate) blocked: watch::Sender<bool>,
     ready: Option<oneshot::Sender<Result<()>>>,
-    routes: Vec<Option<Route>>,
+    pub(crate) routes: Vec<Option<Route>>,
     opening: HashMap<ChannelId, oneshot::Sender<Result<Arc<ChannelShared>>>>,
     secrets: HashMap<RequestId, oneshot::Sender<Result<Reply>>>,
     closing: Vec<oneshot::Sender<Result<()>>>,
     generation: u64,
     pub(crate) parked: Option<Parked>,
-    io_error: Option<Error>,
+    /// What was declared through this connection.
+    pub(crate) topology: Topology,
+    /// A recovery in progress.
+    pub(crate) replay: Option<Replay>,
+    /// The handshake of the current session completed.
+    pub(crate) session_open: bool,
+    /// Some session completed its handshake: later losses are recovered.
+    pub(crate) ever_connected: bool,
+    /// The application closed the connection (or dropped every handle).
+    app_closed: bool,
+    commands_closed: bool,
 }
 
 impl Router {
@@ -118,13 +170,45 @@ impl Router {
             closing: Vec::new(),
             generation: 0,
             parked: None,
-            io_error: None,
+            topology: Topology::default(),
+            replay: None,
+            session_open: false,
+            ever_connected: false,
+            app_closed: false,
+            commands_closed: false,
         }
     }
 
-    /// A socket error: reported instead of the engine's "unexpected EOF".
-    pub(crate) fn io_error(&mut self, e: std::io::Error) {
-        self.io_error.get_or_insert(Error::from(e));
+    pub(crate) fn ever_connected(&self) -> bool {
+        self.ever_connected
+    }
+
+    pub(crate) fn session_was_open(&self) -> bool {
+        self.session_open
+    }
+
+    pub(crate) fn app_closed(&self) -> bool {
+        self.app_closed
+    }
+
+    pub(crate) fn commands_closed(&self) -> bool {
+        self.commands_closed
+    }
+
+    /// Every handle is gone: the connection closes and is not recovered.
+    pub(crate) fn handles_dropped(&mut self) {
+        self.commands_closed = true;
+        self.app_closed = true;
+    }
+
+    /// Commands wait while a session is not open or is being restored.
+    pub(crate) fn accepts_commands(&self) -> bool {
+        self.session_open && self.replay.is_none()
+    }
+
+    /// Sends an event to whoever listens (nobody, often).
+    pub(crate) fn emit(&self, event: ConnectionEvent) {
+        let _ = self.conn.events.send(event);
     }
 
     fn route_mut(&mut self, channel: ChannelId, generation: u64) -> Option<&mut Route> {
@@ -194,14 +278,18 @@ impl Router {
             Command::Settle {
                 channel,
                 generation,
+                epoch,
                 tag,
                 how,
             } => {
-                if self.route_mut(channel, generation).is_none() {
+                let current = self
+                    .route_mut(channel, generation)
+                    .map(|r| r.shared.epoch.load(Ordering::Acquire));
+                if current != Some(epoch) {
                     tracing::warn!(
                         channel = channel.0,
                         tag = tag.0,
-                        "settle for a closed channel; the broker requeues"
+                        "settle for a closed or recovered channel; the broker requeued it"
                     );
                     return;
                 }
@@ -238,7 +326,7 @@ impl Router {
                 }
             }
             Command::Close { code, text, reply } => {
-                if engine.is_closed() {
+                if engine.is_closed() && self.conn.closed.get().is_some() {
                     let result = self
                         .conn
                         .closed
@@ -249,6 +337,7 @@ impl Router {
                     return;
                 }
                 self.closing.push(reply);
+                self.app_closed = true;
                 engine.close(code, &text);
             }
             Command::UpdateSecret {
@@ -283,6 +372,7 @@ impl Router {
             let _ = reply.send(Err(UsageError::ChannelNotOpen(channel).into()));
             return;
         }
+        let kept = recorded(&method).then(|| method.clone());
         let sent = engine
             .channel(channel)
             .and_then(|mut ch| ch.call(method))
@@ -292,7 +382,14 @@ impl Router {
         };
         match sent {
             Ok(Some(request)) => {
-                route.requests.insert(request, Pending { reply, consumer });
+                route.requests.insert(
+                    request,
+                    Pending {
+                        reply,
+                        consumer,
+                        request: kept,
+                    },
+                );
             }
             Ok(None) => {
                 if let (Some(tag), Some(sink)) = (nowait_tag, consumer) {
@@ -314,12 +411,21 @@ impl Router {
                 server_properties,
                 tune,
             } => {
-                let _ = self.conn.server_properties.set(server_properties);
-                let _ = self.conn.tune.set(tune);
-                if let Some(ready) = self.ready.take() {
-                    let _ = ready.send(Ok(()));
+                if let Ok(mut session) = self.conn.session.lock() {
+                    session.server_properties = server_properties;
+                    session.tune = tune;
+                }
+                self.session_open = true;
+                if self.ever_connected {
+                    self.start_replay(engine);
+                } else {
+                    self.ever_connected = true;
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.send(Ok(()));
+                    }
                 }
             }
+            Event::ChannelOpened(id) if self.replay.is_some() => self.replay_opened(id, engine),
             Event::ChannelOpened(id) => self.opened(id, engine),
             Event::Reply {
                 channel: ChannelId::CONNECTION,
@@ -329,6 +435,13 @@ impl Router {
                 if let Some(reply) = self.secrets.remove(&request) {
                     let _ = reply.send(Ok(Reply::Method(method)));
                 }
+            }
+            Event::Reply {
+                channel,
+                request,
+                method,
+            } if self.is_replay_request(request) => {
+                self.replay_reply(channel, request, method, engine);
             }
             Event::Reply {
                 channel,
@@ -345,11 +458,14 @@ impl Router {
                 channel,
                 consumer_tag,
             } => {
-                let sink = self
+                let route = self
                     .routes
                     .get_mut(usize::from(channel.0))
-                    .and_then(Option::as_mut)
-                    .and_then(|r| r.consumers.remove(&consumer_tag));
+                    .and_then(Option::as_mut);
+                let sink = route.and_then(|r| {
+                    r.consumer_specs.remove(&consumer_tag);
+                    r.consumers.remove(&consumer_tag)
+                });
                 if let Some(sink) = sink {
                     if let Ok(mut end) = sink.end.lock() {
                         *end = Some(Error::ConsumerCancelled(consumer_tag.to_string()));
@@ -381,16 +497,22 @@ impl Router {
             Event::Flow { channel, active } => {
                 tracing::info!(channel = channel.0, active, "broker flow control")
             }
+            Event::ChannelClosed { channel, reason } if self.replay.is_some() => {
+                self.replay_channel_closed(channel, reason, engine);
+            }
             Event::ChannelClosed { channel, reason } => self.channel_closed(channel, reason),
             Event::Blocked { reason } => {
                 tracing::warn!(%reason, "broker blocked publishing");
                 self.blocked.send_replace(true);
+                self.emit(ConnectionEvent::Blocked { reason });
             }
             Event::Unblocked => {
                 tracing::info!("broker unblocked publishing");
                 self.blocked.send_replace(false);
+                self.emit(ConnectionEvent::Unblocked);
             }
-            Event::Closed(error) => self.connection_closed(Error::Connection(error)),
+            // The driver decides what follows: recovery, or the end.
+            Event::Closed(error) => tracing::debug!(%error, "session closed"),
             other => tracing::debug!(event = ?other, "event not routed"),
         }
     }
@@ -426,6 +548,10 @@ impl Router {
         let Some(pending) = route.requests.remove(&request) else {
             return;
         };
+        if let Some(request) = &pending.request {
+            self.topology.record(request, &method);
+            route.remember(request, &method);
+        }
         match &method {
             Method::BasicConsumeOk(ok) => {
                 if let Some(sink) = pending.consumer {
@@ -541,7 +667,7 @@ impl Router {
         let _ = slot.tx.send(Ok(outcome));
     }
 
-    fn channel_closed(&mut self, channel: ChannelId, reason: CloseReason) {
+    pub(crate) fn channel_closed(&mut self, channel: ChannelId, reason: CloseReason) {
         let clean = reason.initiator == Initiator::Local;
         if !clean {
             tracing::warn!(channel = channel.0, %reason, "channel closed");
@@ -567,9 +693,10 @@ impl Router {
         }
     }
 
-    fn connection_closed(&mut self, error: Error) {
-        let error = self.io_error.take().unwrap_or(error);
+    pub(crate) fn connection_closed(&mut self, error: Error) {
         let clean = is_local_close(&error);
+        self.session_open = false;
+        self.replay = None;
         if clean {
             tracing::info!("connection closed");
         } else {
@@ -595,10 +722,22 @@ impl Router {
         self.parked = None;
     }
 
-    /// The driver stopped: fail whatever still waits.
-    pub(crate) fn finish(&mut self) {
+    /// The driver stopped, after `last` ended the last session: fail whatever still waits.
+    pub(crate) fn finish(&mut self, last: Option<Error>) {
         if self.conn.closed.get().is_none() {
-            self.connection_closed(Error::Connection(ConnectionError::UnexpectedEof));
+            self.connection_closed(
+                last.unwrap_or(Error::Connection(ConnectionError::UnexpectedEof)),
+            );
+        }
+    }
+
+    /// Fails the waiters that do not belong to a channel: channel opens and secret updates.
+    pub(crate) fn fail_waiting(&mut self, error: &Error) {
+        for (_, reply) in self.opening.drain() {
+            let _ = reply.send(Err(error.clone()));
+        }
+        for (_, reply) in self.secrets.drain() {
+            let _ = reply.send(Err(error.clone()));
         }
     }
 
@@ -623,8 +762,21 @@ impl Router {
     }
 }
 
+/// Whether a request's method must be kept until its reply, for recovery to restore it.
+fn recorded(method: &Method) -> bool {
+    Topology::is_recorded(method)
+        || matches!(
+            method,
+            Method::BasicQos(_)
+                | Method::ConfirmSelect(_)
+                | Method::TxSelect(_)
+                | Method::BasicConsume(_)
+                | Method::BasicCancel(_)
+        )
+}
+
 /// Sends an ack, nack or reject through the engine.
-fn settle(
+pub(crate) fn settle(
     engine: &mut Engine,
     channel: ChannelId,
     tag: DeliveryTag,
@@ -640,7 +792,7 @@ fn settle(
 
 /// Gives an unread delivery back to the broker. One consumed without acks cannot be (the
 /// engine knows no such tag), and a closed channel's deliveries the broker requeues itself.
-fn requeue(engine: &mut Engine, channel: ChannelId, tag: DeliveryTag) {
+pub(crate) fn requeue(engine: &mut Engine, channel: ChannelId, tag: DeliveryTag) {
     if let Err(e) = settle(
         engine,
         channel,

@@ -202,3 +202,87 @@ pub async fn connect() -> amqp_client::Connection {
         )
     })
 }
+
+/// [`amqp_url`] with `query` options added (`heartbeat=1`, `frame_max=4096`, ...).
+pub fn url_with(query: &str) -> String {
+    let url = amqp_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{query}")
+}
+
+/// Connects an `amqp-client` connection to [`amqp_url`] with `query` options added.
+///
+/// # Panics
+/// When the broker does not accept the connection.
+pub async fn connect_with_query(query: &str) -> amqp_client::Connection {
+    let url = url_with(query);
+    amqp_client::Connection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+/// The configuration of [`amqp_url`], to change before connecting.
+///
+/// # Panics
+/// When `AMQP_URL` is not a valid URI.
+pub fn config() -> amqp_client::ConnectionConfig {
+    amqp_client::ConnectionConfig::from_uri(&amqp_url()).expect("AMQP_URL is a valid URI")
+}
+
+/// Options for an exclusive (server-named or not) queue: deleted with its connection, so a
+/// failed test leaves nothing behind, and allowed on RabbitMQ 4.x.
+pub fn exclusive() -> amqp_client::QueueDeclareOptions {
+    amqp_client::QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    }
+}
+
+/// Publishes on a channel in confirm mode and waits for the broker's answer.
+///
+/// # Panics
+/// When the publish fails or the broker does not answer within 10 s.
+pub async fn publish_confirmed(
+    channel: &amqp_client::Channel,
+    exchange: &str,
+    routing_key: &str,
+    properties: amqp_client::BasicProperties,
+    body: impl Into<bytes::Bytes>,
+) -> amqp_client::Confirmation {
+    let confirm = channel
+        .publish(
+            exchange,
+            routing_key,
+            amqp_client::PublishOptions::default(),
+            properties,
+            body,
+        )
+        .await
+        .expect("publish");
+    tokio::time::timeout(Duration::from_secs(10), confirm)
+        .await
+        .expect("no confirm within 10 s")
+        .expect("confirm")
+}
+
+/// The next delivery of `consumer`, failing the test after 10 s.
+///
+/// # Panics
+/// When nothing arrives in time, the stream ends, or it yields an error.
+pub async fn next_delivery(consumer: &mut amqp_client::Consumer) -> amqp_client::Delivery {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("no delivery within 10 s")
+        .expect("consumer stream ended")
+        .expect("consumer stream error")
+}
+
+/// Shows the client's `tracing` output in a test's output when `RUST_LOG` is set
+/// (`RUST_LOG=amqp_client=debug cargo test -p amqp-tests ...`).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}

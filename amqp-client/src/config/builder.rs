@@ -247,6 +247,13 @@ impl ConnectionBuilder {
         self
     }
 
+    /// Sets the automatic recovery policy ([`crate::Recovery`]); `Recovery { enabled: false,
+    /// ..Default::default() }` turns it off.
+    pub fn recovery(mut self, recovery: crate::config::Recovery) -> Self {
+        self.config.recovery = recovery;
+        self
+    }
+
     /// The configuration.
     pub fn build(self) -> ConnectionConfig {
         let default_port = match (self.port, self.config.tls.is_some()) {

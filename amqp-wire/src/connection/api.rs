@@ -134,7 +134,7 @@ impl Channel<'_> {
             | Method::BasicRecoverAsync(_)
             | Method::ChannelFlow(_) => After::Nothing,
             Method::BasicConsume(m) => {
-                if !m.consumer_tag.is_empty() && self.state.consumer(&m.consumer_tag).is_some() {
+                if !m.consumer_tag.is_empty() && self.state.consumer_tag_in_use(&m.consumer_tag) {
                     return Err(UsageError::ConsumerTagInUse(m.consumer_tag.clone()));
                 }
                 if m.no_wait && m.consumer_tag.is_empty() {
@@ -142,7 +142,10 @@ impl Channel<'_> {
                         "basic.consume with nowait needs a consumer tag",
                     ));
                 }
-                After::Consume { no_ack: m.no_ack }
+                After::Consume {
+                    tag: m.consumer_tag.clone(),
+                    no_ack: m.no_ack,
+                }
             }
             Method::BasicCancel(_) => After::Cancel,
             Method::BasicGet(m) => After::Get { no_ack: m.no_ack },

@@ -40,6 +40,9 @@ pub(crate) enum After {
     Nothing,
     /// consume-ok: register the consumer under the tag the broker confirms.
     Consume {
+        /// The tag asked for (empty: the broker names it), kept so a pipelined consume
+        /// cannot reuse it.
+        tag: ShortStr,
         no_ack: bool,
     },
     /// cancel-ok: forget the consumer.
@@ -104,6 +107,16 @@ impl ChannelState {
 
     pub(crate) fn consumer(&self, tag: &ShortStr) -> Option<&Consumer> {
         self.consumers.iter().find(|c| c.tag == *tag)
+    }
+
+    /// True when `tag` names a consumer of this channel, or one whose consume-ok is awaited:
+    /// the broker would take a second consume with it as a reused tag (530).
+    pub(crate) fn consumer_tag_in_use(&self, tag: &ShortStr) -> bool {
+        self.consumer(tag).is_some()
+            || self
+                .pending
+                .iter()
+                .any(|p| matches!(&p.after, After::Consume { tag: t, .. } if t == tag))
     }
 
     /// Sends `channel.close` because this library refuses what the broker sent; the broker
@@ -216,7 +229,7 @@ impl ChannelState {
             }
             (after, method) => {
                 match (&after, &method) {
-                    (After::Consume { no_ack }, Method::BasicConsumeOk(ok))
+                    (After::Consume { no_ack, .. }, Method::BasicConsumeOk(ok))
                         if self.consumer(&ok.consumer_tag).is_none() =>
                     {
                         self.consumers.push(Consumer {

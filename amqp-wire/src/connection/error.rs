@@ -180,8 +180,8 @@ pub enum UsageError {
     /// The method is not one a client sends on a channel with this call.
     #[error("{0} cannot be sent this way")]
     NotAllowed(&'static str),
-    /// A consumer with this tag already exists on the channel (the broker would close the
-    /// connection with 530).
+    /// A consumer with this tag already exists on the channel, or a consume with it awaits
+    /// its consume-ok (the broker would close the connection with 530).
     #[error("consumer tag {0} is already in use on this channel")]
     ConsumerTagInUse(ShortStr),
     /// The delivery tag is not an unacknowledged delivery of this channel (the broker would

@@ -282,11 +282,7 @@ impl Connection {
         if self.phase != Phase::Open {
             return Err(UsageError::ConnectionNotOpen);
         }
-        let max = if self.tune.channel_max == 0 {
-            u16::MAX
-        } else {
-            self.tune.channel_max
-        };
+        let max = self.channel_max();
         let id = (1..=max)
             .find(|&n| {
                 self.channels
@@ -294,11 +290,31 @@ impl Connection {
                     .is_none_or(Option::is_none)
             })
             .ok_or(UsageError::ChannelsExhausted(max))?;
-        let slot = usize::from(id);
+        self.open_channel_at(ChannelId(id))?;
+        Ok(ChannelId(id))
+    }
+
+    /// Opens a channel on a chosen number, such as the number a channel had before a
+    /// reconnection; [`Event::ChannelOpened`] says when it is open.
+    ///
+    /// # Errors
+    /// [`UsageError::ConnectionNotOpen`]; [`UsageError::ChannelNotOpen`] for 0 or a number
+    /// above `channel_max`; [`UsageError::ChannelsExhausted`] when the number is in use.
+    pub fn open_channel_at(&mut self, channel: ChannelId) -> Result<(), UsageError> {
+        if self.phase != Phase::Open {
+            return Err(UsageError::ConnectionNotOpen);
+        }
+        let max = self.channel_max();
+        if channel.0 == 0 || channel.0 > max {
+            return Err(UsageError::ChannelNotOpen(channel));
+        }
+        let slot = usize::from(channel.0);
+        if self.channels.get(slot).is_some_and(Option::is_some) {
+            return Err(UsageError::ChannelsExhausted(max));
+        }
         if self.channels.len() <= slot {
             self.channels.resize_with(slot + 1, || None);
         }
-        let channel = ChannelId(id);
         self.shared.send(channel, ChannelOpen.into())?;
         let mut state = ChannelState::opening(channel);
         let request = self.shared.next_request();
@@ -308,7 +324,16 @@ impl Connection {
             after: channel::After::Nothing,
         });
         self.channels[slot] = Some(state);
-        Ok(channel)
+        Ok(())
+    }
+
+    /// The highest usable channel number.
+    fn channel_max(&self) -> u16 {
+        if self.tune.channel_max == 0 {
+            u16::MAX
+        } else {
+            self.tune.channel_max
+        }
     }
 
     /// The open channel `id`, to give commands on.
@@ -528,10 +553,18 @@ impl Connection {
     /// with the right code and stop at once, without waiting for close-ok.
     fn decode_failed(&mut self, error: DecodeError) {
         tracing::warn!(%error, "undecodable frame from the peer");
-        if let DecodeError::ProtocolHeader(version) = error {
-            return self.finish(ConnectionError::UnsupportedVersion(version));
-        }
-        if self.phase != Phase::Start {
+        let error = match error {
+            DecodeError::ProtocolHeader(version) if self.phase == Phase::Start => {
+                return self.finish(ConnectionError::UnsupportedVersion(version));
+            }
+            // Only an answer to our own header is a version refusal; once the broker has
+            // spoken, "AMQP" is a frame of the unknown type 'A' (501).
+            DecodeError::ProtocolHeader(_) => DecodeError::UnknownFrameType(b'A'),
+            error => error,
+        };
+        // Before start nothing may be sent; while closing, our close is already on its way and
+        // a connection sends one `connection.close` at most.
+        if !matches!(self.phase, Phase::Start | Phase::Closing) {
             let close = ConnectionClose {
                 reply_code: error.reply_code(),
                 reply_text: error::truncated(&error.to_string()),

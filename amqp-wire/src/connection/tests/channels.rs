@@ -419,3 +419,29 @@ fn update_secret_is_a_request_on_channel_zero() {
         matches!(&b.events()[..], [Event::Reply { channel: ChannelId(0), request: r, .. }] if *r == request)
     );
 }
+
+#[test]
+fn a_channel_can_be_opened_on_a_chosen_number() {
+    let mut b = Broker::connected();
+    b.conn.open_channel_at(ChannelId(7)).unwrap();
+    b.expect_method(7, "channel.open");
+    b.send_method(7, ChannelOpenOk);
+    assert_eq!(b.events(), [Event::ChannelOpened(ChannelId(7))]);
+    assert_eq!(
+        b.conn.open_channel_at(ChannelId(7)),
+        Err(UsageError::ChannelsExhausted(2047))
+    );
+    assert_eq!(
+        b.conn.open_channel_at(ChannelId(0)),
+        Err(UsageError::ChannelNotOpen(ChannelId(0)))
+    );
+    assert_eq!(
+        b.conn.open_channel_at(ChannelId(2048)),
+        Err(UsageError::ChannelNotOpen(ChannelId(2048)))
+    );
+    assert_eq!(
+        b.open_channel(),
+        ChannelId(1),
+        "the lowest free number is still 1"
+    );
+}

@@ -5,4 +5,5 @@ mod broker;
 mod channels;
 mod content;
 mod handshake;
+mod regressions;
 mod timers;

@@ -1,0 +1,251 @@
+//! What was declared through a connection, recorded so a recovery can declare it again.
+//!
+//! Recorded when the broker confirms it (the `-ok`), forgotten when it is deleted or unbound.
+//! Passive declares are checks, not declarations, and are not recorded. A queue the broker
+//! named (declared with an empty name) gets a new name on the new connection; bindings and
+//! consumers that named it follow the new name.
+
+use amqp_wire::methods::{BasicConsume, ExchangeBind, ExchangeDeclare, QueueBind, QueueDeclare};
+use amqp_wire::{Method, ShortStr};
+
+/// A queue declaration and the name it has now.
+#[derive(Clone, Debug)]
+pub(crate) struct RecordedQueue {
+    /// The name the broker knows it by on the current connection.
+    pub(crate) name: ShortStr,
+    /// The declaration as sent (an empty name when the broker chose it).
+    pub(crate) declare: QueueDeclare,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Topology {
+    exchanges: Vec<ExchangeDeclare>,
+    queues: Vec<RecordedQueue>,
+    queue_bindings: Vec<QueueBind>,
+    exchange_bindings: Vec<ExchangeBind>,
+}
+
+impl Topology {
+    /// Records what a confirmed request changed. `reply` is the broker's `-ok`.
+    pub(crate) fn record(&mut self, request: &Method, reply: &Method) {
+        match (request, reply) {
+            (Method::ExchangeDeclare(m), _) if !m.passive => {
+                self.exchanges.retain(|e| e.exchange != m.exchange);
+                self.exchanges.push(m.clone());
+            }
+            (Method::ExchangeDelete(m), _) => {
+                self.exchanges.retain(|e| e.exchange != m.exchange);
+                self.queue_bindings.retain(|b| b.exchange != m.exchange);
+                self.exchange_bindings
+                    .retain(|b| b.source != m.exchange && b.destination != m.exchange);
+            }
+            (Method::QueueDeclare(m), Method::QueueDeclareOk(ok)) if !m.passive => {
+                self.queues.retain(|q| q.name != ok.queue);
+                self.queues.push(RecordedQueue {
+                    name: ok.queue.clone(),
+                    declare: m.clone(),
+                });
+            }
+            (Method::QueueDelete(m), _) => {
+                self.queues.retain(|q| q.name != m.queue);
+                self.queue_bindings.retain(|b| b.queue != m.queue);
+            }
+            (Method::QueueBind(m), _)
+                if !self.queue_bindings.iter().any(|b| same_queue_binding(b, m)) =>
+            {
+                self.queue_bindings.push(m.clone());
+            }
+            (Method::QueueUnbind(m), _) => self.queue_bindings.retain(|b| {
+                !(b.queue == m.queue
+                    && b.exchange == m.exchange
+                    && b.routing_key == m.routing_key
+                    && b.arguments == m.arguments)
+            }),
+            (Method::ExchangeBind(m), _)
+                if !self
+                    .exchange_bindings
+                    .iter()
+                    .any(|b| same_exchange_binding(b, m)) =>
+            {
+                self.exchange_bindings.push(m.clone());
+            }
+            (Method::ExchangeUnbind(m), _) => self.exchange_bindings.retain(|b| {
+                !(b.destination == m.destination
+                    && b.source == m.source
+                    && b.routing_key == m.routing_key
+                    && b.arguments == m.arguments)
+            }),
+            _ => {}
+        }
+    }
+
+    /// Whether a request changes the topology (so its method is kept until its reply).
+    pub(crate) fn is_recorded(method: &Method) -> bool {
+        matches!(
+            method,
+            Method::ExchangeDeclare(_)
+                | Method::ExchangeDelete(_)
+                | Method::QueueDeclare(_)
+                | Method::QueueDelete(_)
+                | Method::QueueBind(_)
+                | Method::QueueUnbind(_)
+                | Method::ExchangeBind(_)
+                | Method::ExchangeUnbind(_)
+        )
+    }
+
+    /// The first step of a replay: every exchange and queue, in declaration order.
+    pub(crate) fn declarations(&self) -> Vec<Method> {
+        let exchanges = self.exchanges.iter().cloned().map(Method::from);
+        let queues = self.queues.iter().map(|q| Method::from(q.declare.clone()));
+        exchanges.chain(queues).collect()
+    }
+
+    /// The queue recorded at `index` of the queue part of [`Topology::declarations`] was
+    /// declared again and is now called `new_name`. Returns the old name if it changed.
+    pub(crate) fn renamed(&mut self, index: usize, new_name: ShortStr) -> Option<ShortStr> {
+        let queue = self.queues.get_mut(index)?;
+        if queue.name == new_name {
+            return None;
+        }
+        let old = std::mem::replace(&mut queue.name, new_name.clone());
+        for b in &mut self.queue_bindings {
+            if b.queue == old {
+                b.queue = new_name.clone();
+            }
+        }
+        Some(old)
+    }
+
+    /// How many exchanges come before the queues in [`Topology::declarations`].
+    pub(crate) fn exchange_count(&self) -> usize {
+        self.exchanges.len()
+    }
+
+    /// The second step: every binding, with the queues' current names.
+    pub(crate) fn bindings(&self) -> Vec<Method> {
+        let exchange = self.exchange_bindings.iter().cloned().map(Method::from);
+        let queue = self.queue_bindings.iter().cloned().map(Method::from);
+        exchange.chain(queue).collect()
+    }
+}
+
+fn same_queue_binding(a: &QueueBind, b: &QueueBind) -> bool {
+    a.queue == b.queue
+        && a.exchange == b.exchange
+        && a.routing_key == b.routing_key
+        && a.arguments == b.arguments
+}
+
+fn same_exchange_binding(a: &ExchangeBind, b: &ExchangeBind) -> bool {
+    a.destination == b.destination
+        && a.source == b.source
+        && a.routing_key == b.routing_key
+        && a.arguments == b.arguments
+}
+
+/// A consumer's `basic.consume`, with the tag the broker confirmed, for re-registering it.
+pub(crate) fn consume_again(spec: &BasicConsume, tag: &ShortStr, queue: &ShortStr) -> BasicConsume {
+    BasicConsume {
+        consumer_tag: tag.clone(),
+        queue: queue.clone(),
+        no_wait: false,
+        ..spec.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amqp_wire::methods::{ExchangeDelete, QueueDeclareOk, QueueDelete, QueueUnbind};
+
+    fn s(v: &'static str) -> ShortStr {
+        ShortStr::from_static(v)
+    }
+
+    fn declare_ok(name: &'static str) -> Method {
+        QueueDeclareOk {
+            queue: s(name),
+            message_count: 0,
+            consumer_count: 0,
+        }
+        .into()
+    }
+
+    #[test]
+    fn records_and_forgets() {
+        let mut t = Topology::default();
+        let ex = ExchangeDeclare {
+            exchange: s("ex"),
+            ..Default::default()
+        };
+        t.record(
+            &ex.clone().into(),
+            &amqp_wire::methods::ExchangeDeclareOk.into(),
+        );
+        let server_named = QueueDeclare {
+            exclusive: true,
+            ..Default::default()
+        };
+        t.record(&server_named.into(), &declare_ok("amq.gen-1"));
+        let passive = QueueDeclare {
+            queue: s("other"),
+            passive: true,
+            ..Default::default()
+        };
+        t.record(&passive.into(), &declare_ok("other"));
+        let bind = QueueBind {
+            queue: s("amq.gen-1"),
+            exchange: s("ex"),
+            routing_key: s("k"),
+            ..Default::default()
+        };
+        t.record(
+            &bind.clone().into(),
+            &amqp_wire::methods::QueueBindOk.into(),
+        );
+        t.record(
+            &bind.clone().into(),
+            &amqp_wire::methods::QueueBindOk.into(),
+        );
+        assert_eq!(
+            t.declarations().len(),
+            2,
+            "passive declares are not recorded"
+        );
+        assert_eq!(t.bindings().len(), 1, "a binding is recorded once");
+
+        // The server-named queue comes back under a new name; its binding follows.
+        assert_eq!(t.renamed(0, s("amq.gen-2")), Some(s("amq.gen-1")));
+        let Method::QueueBind(b) = &t.bindings()[0] else {
+            panic!()
+        };
+        assert_eq!(b.queue, "amq.gen-2");
+
+        let unbind = QueueUnbind {
+            queue: s("amq.gen-2"),
+            exchange: s("ex"),
+            routing_key: s("k"),
+            ..Default::default()
+        };
+        t.record(&unbind.into(), &amqp_wire::methods::QueueUnbindOk.into());
+        assert!(t.bindings().is_empty());
+        t.record(
+            &QueueDelete {
+                queue: s("amq.gen-2"),
+                ..Default::default()
+            }
+            .into(),
+            &amqp_wire::methods::QueueDeleteOk::default().into(),
+        );
+        t.record(
+            &ExchangeDelete {
+                exchange: s("ex"),
+                ..Default::default()
+            }
+            .into(),
+            &amqp_wire::methods::ExchangeDeleteOk.into(),
+        );
+        assert!(t.declarations().is_empty());
+    }
+}
