@@ -167,6 +167,10 @@ impl ClientConfig {
             ("version", env!("CARGO_PKG_VERSION").into()),
             ("platform", "Rust".into()),
             ("information", "https://example.invalid/amqp-rs".into()),
+            (
+                "copyright",
+                "The amqp-rs developers; MIT OR Apache-2.0".into(),
+            ),
         ];
         if let Some(name) = &self.connection_name {
             // RabbitMQ reads the name as a top-level key, not inside `capabilities`.
@@ -203,9 +207,14 @@ pub(crate) fn clamp_frame_max(frame_max: u32) -> u32 {
     if frame_max == 0 {
         0
     } else {
-        frame_max.max(crate::frame::FRAME_MIN_SIZE)
+        frame_max.max(CLIENT_FRAME_MIN)
     }
 }
+
+/// The smallest `frame_max` the client asks for. The spec's minimum is 4096
+/// ([`crate::frame::FRAME_MIN_SIZE`]), but RabbitMQ 4.1 and later refuse less than 8192 (and
+/// reset the socket without a close), while 3.x accepts 8192 too.
+pub(crate) const CLIENT_FRAME_MIN: u32 = 8192;
 
 #[cfg(test)]
 mod tests {
@@ -231,7 +240,8 @@ mod tests {
             (100, 65_536, 10)
         );
         assert_eq!(negotiate(0u16, 0), 0);
-        assert_eq!(clamp_frame_max(100), 4096);
+        assert_eq!(clamp_frame_max(100), 8192);
+        assert_eq!(clamp_frame_max(0), 0);
     }
 
     #[test]

@@ -23,6 +23,13 @@ impl Connection {
     pub(super) fn handshake(&mut self, method: Method) {
         match (self.phase, method) {
             (Phase::Start, Method::ConnectionStart(start)) => self.on_start(start),
+            // A broker shutting down may close before it starts; answer, and report why.
+            (Phase::Start, Method::ConnectionClose(close)) => {
+                let _ = self
+                    .shared
+                    .send(ChannelId::CONNECTION, ConnectionCloseOk.into());
+                self.finish(ConnectionError::Closed(peer_reason(&close)));
+            }
             (Phase::Tune, Method::ConnectionSecure(_)) => {
                 // PLAIN, AMQPLAIN and EXTERNAL have no second step; answer with the same response.
                 let response = self.config.sasl.response();

@@ -335,3 +335,33 @@ fn a_virtual_host_too_long_is_refused_at_once() {
         Some(ConnectionError::InvalidConfig(_))
     ));
 }
+
+#[test]
+fn a_close_before_start_is_answered_and_reported() {
+    let mut b = Broker::new(ClientConfig::default());
+    b.send_method(
+        0,
+        ConnectionClose {
+            reply_code: ReplyCode::CONNECTION_FORCED,
+            reply_text: ShortStr::from_static("CONNECTION_FORCED - shutdown"),
+            class_id: 0,
+            method_id: 0,
+        },
+    );
+    b.expect_method(0, "connection.close-ok");
+    let events = b.events();
+    assert!(
+        matches!(&events[..], [Event::Closed(ConnectionError::Closed(r))] if r.code == ReplyCode::CONNECTION_FORCED),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_small_frame_max_is_raised_to_what_rabbitmq_4_accepts() {
+    let config = ClientConfig {
+        frame_max: 4096,
+        ..Default::default()
+    };
+    let b = Broker::connected_with(config, TUNE);
+    assert_eq!(b.conn.tune().frame_max, 8192);
+}
