@@ -175,12 +175,20 @@ impl Connection {
         });
         let (ready_tx, ready) = oneshot::channel();
         let router = Router::new(shared.clone(), tx.downgrade(), blocked_tx, ready_tx);
+        let config_name = config.connection_name.clone();
+        let first_endpoint = config.endpoints.first().cloned().unwrap_or_default();
         let driver = Driver {
             config: Arc::new(config),
             commands,
             router,
         };
-        tokio::spawn(driver.run());
+        // Every event the driver logs carries the connection's name and first endpoint.
+        let span = tracing::info_span!(
+            "amqp_connection",
+            name = config_name.as_deref().unwrap_or(""),
+            endpoint = %first_endpoint,
+        );
+        tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
         ready.await.map_err(|_| shared.gone())??;
         Ok(Self { tx, shared })
     }
