@@ -480,6 +480,7 @@ impl Channel {
             tx,
             end: end.clone(),
             no_ack: options.no_ack,
+            cancelling: false,
         };
         match self.request(method.into(), Some(sink)).await? {
             Reply::Method(Method::BasicConsumeOk(ok)) => {
@@ -667,9 +668,13 @@ impl Channel {
     }
 
     /// Acknowledges a delivery of this channel by tag (with `multiple`, every one up to it).
+    /// Waits until the connection has sent it (not for the broker, which does not answer).
     ///
     /// # Errors
-    /// The channel's error if it closed.
+    /// [`Error::Usage`] when no such delivery awaits a settle on this channel (already
+    /// settled, or consumed without acks): nothing is sent, and the channel stays open (the
+    /// broker would close it with 406). [`Error::StaleDelivery`] for a tag from before a
+    /// reconnection; the channel's error if it closed.
     pub async fn ack(&self, tag: DeliveryTag, multiple: bool) -> Result<()> {
         self.settle(tag, Settle::Ack { multiple }).await
     }
@@ -677,7 +682,7 @@ impl Channel {
     /// Rejects deliveries by tag (`basic.nack`).
     ///
     /// # Errors
-    /// The channel's error if it closed.
+    /// As [`Channel::ack`].
     pub async fn nack(&self, tag: DeliveryTag, multiple: bool, requeue: bool) -> Result<()> {
         self.settle(tag, Settle::Nack { multiple, requeue }).await
     }
@@ -685,21 +690,35 @@ impl Channel {
     /// Rejects one delivery by tag (`basic.reject`).
     ///
     /// # Errors
-    /// The channel's error if it closed.
+    /// As [`Channel::ack`].
     pub async fn reject(&self, tag: DeliveryTag, requeue: bool) -> Result<()> {
         self.settle(tag, Settle::Reject { requeue }).await
     }
 
     async fn settle(&self, tag: DeliveryTag, how: Settle) -> Result<()> {
         self.check_open()?;
+        let (reply, rx) = oneshot::channel();
         let command = Command::Settle {
             channel: self.shared.id,
             generation: self.shared.generation,
             epoch: self.shared.epoch.load(Ordering::Acquire),
             tag,
             how,
+            reply: Some(reply),
         };
-        self.tx.send(command).await.map_err(|_| self.shared.gone())
+        let exchange = async {
+            self.tx
+                .send(command)
+                .await
+                .map_err(|_| self.shared.gone())?;
+            rx.await.map_err(|_| self.shared.gone())?
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "settle",
+                after: self.timeout,
+            })?
     }
 
     /// The returned mandatory messages of this channel (outside confirm mode), buffered up

@@ -28,6 +28,9 @@ pub(crate) struct ConsumerSink {
     pub(crate) tx: mpsc::Sender<ConsumerItem>,
     pub(crate) end: ConsumerEnd,
     pub(crate) no_ack: bool,
+    /// The application cancelled it: a delivery that finds the buffer full goes back to the
+    /// broker instead of waiting (and holding the socket) for a read that may never come.
+    pub(crate) cancelling: bool,
 }
 
 /// A publish's outcome slot, with the confirm-window permit it holds until then.
@@ -46,6 +49,29 @@ pub(crate) enum Settle {
     Ack { multiple: bool },
     Nack { multiple: bool, requeue: bool },
     Reject { requeue: bool },
+}
+
+impl Settle {
+    /// How to hand back a delivery nobody will read: a nack with requeue, but an ack for one
+    /// from a stream (its `x-stream-offset` header says so). RabbitMQ closes the connection
+    /// with 540 for a nack or reject of a stream delivery, and a stream loses nothing: the ack
+    /// only returns the consumer's credit.
+    pub(crate) fn give_back(properties: &BasicProperties) -> Self {
+        let stream = properties
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("x-stream-offset"))
+            .and_then(amqp_wire::FieldValue::as_i64)
+            .is_some();
+        if stream {
+            Self::Ack { multiple: false }
+        } else {
+            Self::Nack {
+                multiple: false,
+                requeue: true,
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -78,6 +104,8 @@ pub(crate) enum Command {
         epoch: u64,
         tag: DeliveryTag,
         how: Settle,
+        /// Told whether the engine sent it (`Channel`'s settles by tag wait for it).
+        reply: Option<oneshot::Sender<Result<()>>>,
     },
     ListenReturns {
         channel: ChannelId,

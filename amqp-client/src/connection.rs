@@ -41,6 +41,9 @@ pub(crate) struct ConnShared {
     pub(crate) events: broadcast::Sender<ConnectionEvent>,
     /// Unconfirmed publishes are kept for publishing again after a recovery.
     pub(crate) republish: bool,
+    /// The application called `close`: a recovery in progress stops instead of waiting to
+    /// reconnect first.
+    pub(crate) close_requested: watch::Sender<bool>,
 }
 
 /// What one session (one socket) learnt about the broker.
@@ -172,6 +175,7 @@ impl Connection {
             session: Mutex::new(SessionInfo::default()),
             events,
             republish: config.recovery.republish,
+            close_requested: watch::channel(false).0,
         });
         let (ready_tx, ready) = oneshot::channel();
         let router = Router::new(shared.clone(), tx.downgrade(), blocked_tx, ready_tx);
@@ -217,7 +221,8 @@ impl Connection {
     }
 
     /// Closes the connection: `connection.close`, then waits for the broker's close-ok.
-    /// Publishes and requests still pending fail.
+    /// Publishes and requests still pending fail. While the connection is lost and being
+    /// recovered, it stops the recovery at once and ends the connection cleanly.
     ///
     /// # Errors
     /// The connection's error if it had already ended with one.
@@ -229,6 +234,9 @@ impl Connection {
                 Err(e.clone())
             };
         }
+        // While the connection is down and being recovered, the driver takes no commands:
+        // this tells it to stop recovering.
+        self.shared.close_requested.send_replace(true);
         let (reply, rx) = oneshot::channel();
         let limit = self.shared.limits.operation_timeout;
         let close = async {

@@ -139,6 +139,7 @@ impl Delivery {
             epoch: acker.epoch,
             tag: self.delivery_tag,
             how,
+            reply: None,
         };
         acker
             .tx
@@ -158,10 +159,8 @@ impl Delivery {
             generation: self.acker.channel.generation,
             epoch: self.acker.epoch,
             tag: self.delivery_tag,
-            how: Settle::Nack {
-                multiple: false,
-                requeue: true,
-            },
+            how: Settle::give_back(&self.properties),
+            reply: None,
         };
         if self.acker.tx.try_send(command).is_err() {
             tracing::warn!(

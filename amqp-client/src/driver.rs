@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amqp_wire::Transmit;
-use amqp_wire::connection::{Connection as Engine, ConnectionError};
+use amqp_wire::connection::{Connection as Engine, ConnectionError, State};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -36,6 +36,9 @@ const HIGH_WATER: usize = 512 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// `IoSlice`s handed to one vectored write.
 const MAX_SLICES: usize = 64;
+/// How long a closed session may go on writing its last octets (a close-ok, say) to a peer
+/// that does not read them.
+const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 
 /// A byte stream: TCP, or TLS over TCP.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -95,19 +98,31 @@ impl Driver {
                     self.router.give_up(error);
                     break;
                 }
-                tokio::time::sleep(backoff(&self.config.recovery, round)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff(&self.config.recovery, round)) => {}
+                    () = self.abandoned() => {
+                        final_error = Some(closed_while_down());
+                        break;
+                    }
+                }
                 endpoints = shuffled(&self.config.endpoints);
                 next = 0;
             }
             let endpoint = endpoints[next].clone();
             next += 1;
             self.router.reconnecting(round, &endpoint);
-            let session = match tokio::time::timeout(
+            let attempt = tokio::time::timeout(
                 self.config.connection_timeout,
                 open(&self.config, &endpoint),
-            )
-            .await
-            {
+            );
+            let attempt = tokio::select! {
+                attempt = attempt => attempt,
+                () = self.abandoned(), if self.router.ever_connected() => {
+                    final_error = Some(closed_while_down());
+                    break;
+                }
+            };
+            let session = match attempt {
                 Ok(Ok(session)) => session,
                 Ok(Err(e)) => {
                     tracing::warn!(host = %endpoint.host, port = endpoint.port, error = %e, "cannot connect");
@@ -124,6 +139,17 @@ impl Driver {
             };
             self.router.session_started(endpoint);
             let (error, connected) = self.run_session(session).await;
+            let error = match error {
+                // The handshake outlasted connection_timeout: the same error as a TCP or TLS
+                // connect that does (the engine's handshake deadline is connection_timeout).
+                Error::Connection(ConnectionError::HandshakeTimeout) if !connected => {
+                    Error::Timeout {
+                        operation: "connect",
+                        after: self.config.connection_timeout,
+                    }
+                }
+                error => error,
+            };
             if self.router.app_closed() {
                 final_error = Some(error);
                 break;
@@ -149,6 +175,24 @@ impl Driver {
         }
     }
 
+    /// Resolves when the application gave up on the connection while it is down: it called
+    /// `close`, or dropped every handle. A recovery then stops rather than reconnecting first
+    /// (with the broker unreachable, it would never stop).
+    async fn abandoned(&self) {
+        let mut close = self.router.conn.close_requested.subscribe();
+        loop {
+            if *close.borrow_and_update() || self.commands.is_closed() {
+                return;
+            }
+            // Dropping the last handle raises no signal: look again now and then.
+            if let Ok(Err(_)) =
+                tokio::time::timeout(Duration::from_millis(100), close.changed()).await
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
     /// Runs one socket until its engine is closed and flushed; returns why it ended and
     /// whether the handshake had completed.
     async fn run_session(&mut self, session: Session) -> (Error, bool) {
@@ -162,20 +206,45 @@ impl Driver {
         let mut read_open = true;
         let mut needs_flush = false;
         let mut io_error = None;
+        let mut flush_until: Option<Instant> = None;
         loop {
             // Routing an event may queue frames (a requeue, a recovery step): transmit after
-            // each, so nothing waits for the next wake-up.
+            // each, so nothing waits for the next wake-up. While a delivery is parked, the
+            // events after it wait in the engine: one read can hold many deliveries, and only
+            // one can be parked.
             loop {
                 let _ = engine.poll_transmit(now(), &mut out);
-                let Some(event) = engine.poll_event() else { break };
+                if self.router.parked.is_some() {
+                    break;
+                }
+                let Some(event) = engine.poll_event() else {
+                    break;
+                };
                 self.router.route(event, &mut engine);
             }
             let closed = engine.is_closed();
             if closed && out.is_empty() && !needs_flush {
                 break;
             }
-            let deadline = engine.poll_timeout().map(Instant::from_std);
-            let can_read = read_open && !closed && self.router.parked.is_none();
+            if closed {
+                // What is left is only worth a bounded wait, and none for a peer that stopped
+                // answering: a write blocked on a silent network would never finish.
+                let silent = matches!(engine.error(), Some(ConnectionError::MissedHeartbeats(_)));
+                let until = *flush_until.get_or_insert_with(|| Instant::now() + FLUSH_LIMIT);
+                if silent || Instant::now() >= until {
+                    tracing::debug!(unsent = out.len(), "closed session: unsent octets dropped");
+                    break;
+                }
+            }
+            let deadline = if closed {
+                flush_until
+            } else {
+                engine.poll_timeout().map(Instant::from_std)
+            };
+            // A parked delivery stops reading, except while closing: the engine then drops
+            // everything but the close-ok, which must not wait for an unread consumer.
+            let closing = engine.state() == State::Closing;
+            let can_read = read_open && !closed && (self.router.parked.is_none() || closing);
             let take_commands = !self.router.commands_closed()
                 && !closed
                 && self.router.accepts_commands()
@@ -220,7 +289,13 @@ impl Driver {
                     self.router.handles_dropped();
                     engine.close(amqp_wire::ReplyCode::SUCCESS, "client dropped every handle");
                 }
-                Wake::Timer => engine.handle_timeout(now()),
+                Wake::Timer => {
+                    if self.router.parked.is_some() {
+                        // We stopped reading for a slow consumer: the broker's silence is ours.
+                        engine.handle_peer_activity(now());
+                    }
+                    engine.handle_timeout(now());
+                }
                 Wake::Room(permit) => self.router.unpark(permit, &mut engine),
             }
         }
@@ -235,6 +310,20 @@ impl Driver {
             connected,
         )
     }
+}
+
+/// How a connection ends when the application closes it (or drops it) while it is down: a
+/// clean local close, so `close` succeeds and consumers' streams end without an error.
+fn closed_while_down() -> Error {
+    Error::Connection(ConnectionError::Closed(
+        amqp_wire::connection::CloseReason {
+            code: amqp_wire::ReplyCode::SUCCESS,
+            text: amqp_wire::ShortStr::from_static("closed by the application while reconnecting"),
+            class_id: 0,
+            method_id: 0,
+            initiator: amqp_wire::connection::Initiator::Local,
+        },
+    ))
 }
 
 /// TCP (and TLS) to one endpoint, with a fresh engine that queued the protocol header.

@@ -50,7 +50,8 @@ pub use amqp_wire::connection::{
     CloseReason, ConnectionError, Initiator, Returned, Sasl, Tune, UsageError,
 };
 pub use amqp_wire::{
-    BasicProperties, ChannelId, DeliveryTag, FieldTable, FieldValue, ReplyCode, ShortStr,
+    BasicProperties, ChannelId, Decimal, DeliveryTag, FieldArray, FieldTable, FieldValue, LongStr,
+    ReplyCode, ShortStr,
 };
 pub use channel::{Channel, Confirm, Confirmation, GetMessage, QueueInfo, Returns};
 pub use config::{ConnectionBuilder, ConnectionConfig, Endpoint, Recovery, TlsOptions};

@@ -281,6 +281,7 @@ impl Router {
                 epoch,
                 tag,
                 how,
+                reply,
             } => {
                 let current = self
                     .route_mut(channel, generation)
@@ -291,10 +292,18 @@ impl Router {
                         tag = tag.0,
                         "settle for a closed or recovered channel; the broker requeued it"
                     );
+                    // A closed channel's waiter reports the channel's error when `reply` drops.
+                    if let (Some(reply), Some(_)) = (reply, current) {
+                        let _ = reply.send(Err(Error::StaleDelivery(tag.0)));
+                    }
                     return;
                 }
-                if let Err(e) = settle(engine, channel, tag, how) {
+                let result = settle(engine, channel, tag, how);
+                if let Err(e) = &result {
                     tracing::warn!(channel = channel.0, tag = tag.0, error = %e, "settle refused");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result.map_err(|e| self.refused(e)));
                 }
             }
             Command::ListenReturns {
@@ -324,6 +333,8 @@ impl Router {
                 {
                     tracing::debug!(channel = channel.0, error = %e, "channel already closing");
                 }
+                // Closing, the channel drops its deliveries and the broker requeues them.
+                self.release_parked(engine, |d| d.channel_id() == channel);
             }
             Command::Close { code, text, reply } => {
                 if engine.is_closed() && self.conn.closed.get().is_some() {
@@ -368,6 +379,10 @@ impl Router {
             Method::BasicConsume(m) if m.no_wait => Some(m.consumer_tag.clone()),
             _ => None,
         };
+        let cancel_tag = match &method {
+            Method::BasicCancel(m) => Some(m.consumer_tag.clone()),
+            _ => None,
+        };
         if self.route_mut(channel, generation).is_none() {
             let _ = reply.send(Err(UsageError::ChannelNotOpen(channel).into()));
             return;
@@ -400,6 +415,29 @@ impl Router {
             Err(error) => {
                 let _ = reply.send(Err(error));
             }
+        }
+        if let Some(tag) = cancel_tag {
+            if let Some(sink) = route.consumers.get_mut(&tag) {
+                sink.cancelling = true;
+            }
+            self.release_parked(engine, |d| {
+                d.channel_id() == channel && d.consumer_tag == tag
+            });
+        }
+    }
+
+    /// Gives the parked delivery back to the broker when `unread` says nobody will read it
+    /// (its consumer is being cancelled, its channel closed), so that the socket is read
+    /// again and the cancel-ok or close-ok can arrive.
+    fn release_parked(&mut self, engine: &mut Engine, unread: impl Fn(&Delivery) -> bool) {
+        if let Some(parked) = self.parked.take_if(|p| unread(&p.item)) {
+            let item = &parked.item;
+            give_back(
+                engine,
+                item.channel_id(),
+                item.delivery_tag,
+                &item.properties,
+            );
         }
     }
 
@@ -596,19 +634,24 @@ impl Router {
             return;
         };
         let tag = delivery.delivery_tag;
+        let how = Settle::give_back(&delivery.properties);
         let (Some(sink), Some(tx)) = (route.consumers.get(&delivery.consumer_tag), tx) else {
             tracing::debug!(
                 channel = channel.0,
                 tag = tag.0,
                 "delivery for no consumer; requeued"
             );
-            requeue(engine, channel, tag);
+            settle_quietly(engine, channel, tag, how);
             return;
         };
         let consumer_tag = delivery.consumer_tag.clone();
         let item = Delivery::new(delivery, tx, route.shared.clone(), sink.no_ack);
         match sink.tx.try_send(item) {
             Ok(()) => {}
+            // Nobody may read it: a cancelled consumer, a closing channel (which drops it).
+            Err(TrySendError::Full(_)) if sink.cancelling || engine.channel(channel).is_err() => {
+                settle_quietly(engine, channel, tag, how);
+            }
             Err(TrySendError::Full(item)) => {
                 self.parked = Some(Parked {
                     tx: sink.tx.clone(),
@@ -618,7 +661,7 @@ impl Router {
             Err(TrySendError::Closed(_)) => {
                 // The consumer was dropped: requeue, and cancel it at the broker.
                 route.consumers.remove(&consumer_tag);
-                requeue(engine, channel, tag);
+                settle_quietly(engine, channel, tag, how);
                 let cancel = BasicCancel {
                     consumer_tag,
                     no_wait: false,
@@ -639,7 +682,15 @@ impl Router {
         };
         match permit {
             Ok(permit) => drop(permit.send(parked.item)),
-            Err(_) => requeue(engine, parked.item.channel_id(), parked.item.delivery_tag),
+            Err(_) => {
+                let item = &parked.item;
+                give_back(
+                    engine,
+                    item.channel_id(),
+                    item.delivery_tag,
+                    &item.properties,
+                );
+            }
         }
     }
 
@@ -757,7 +808,12 @@ impl Router {
                     Err(error)
                 });
             }
-            Command::Settle { .. } | Command::ListenReturns { .. } => {}
+            Command::Settle { reply, .. } => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            Command::ListenReturns { .. } => {}
         }
     }
 }
@@ -793,7 +849,7 @@ pub(crate) fn settle(
 /// Gives an unread delivery back to the broker. One consumed without acks cannot be (the
 /// engine knows no such tag), and a closed channel's deliveries the broker requeues itself.
 pub(crate) fn requeue(engine: &mut Engine, channel: ChannelId, tag: DeliveryTag) {
-    if let Err(e) = settle(
+    settle_quietly(
         engine,
         channel,
         tag,
@@ -801,7 +857,24 @@ pub(crate) fn requeue(engine: &mut Engine, channel: ChannelId, tag: DeliveryTag)
             multiple: false,
             requeue: true,
         },
-    ) {
+    );
+}
+
+/// [`requeue`] for a consumer's delivery, which may come from a stream
+/// ([`Settle::give_back`]).
+fn give_back(
+    engine: &mut Engine,
+    channel: ChannelId,
+    tag: DeliveryTag,
+    properties: &amqp_wire::BasicProperties,
+) {
+    settle_quietly(engine, channel, tag, Settle::give_back(properties));
+}
+
+/// Settles a delivery nobody will read; a refusal (consumed without acks, channel closing)
+/// only means there is nothing to give back.
+fn settle_quietly(engine: &mut Engine, channel: ChannelId, tag: DeliveryTag, how: Settle) {
+    if let Err(e) = settle(engine, channel, tag, how) {
         tracing::debug!(channel = channel.0, tag = tag.0, error = %e, "could not requeue");
     }
 }

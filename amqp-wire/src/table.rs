@@ -179,6 +179,7 @@ impl FieldValue {
     }
 
     /// Parses a tag and its value. `depth` counts the tables and arrays around this value.
+    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8], depth: usize) -> PResult<'a, Self> {
         let (i, tag) = octet(i)?;
         // One commented match, in the order of the table in the module docs.
@@ -337,8 +338,11 @@ impl FieldTable {
 
     fn decode_nested<'a>(src: &Bytes, i: &'a [u8], depth: usize) -> PResult<'a, Self> {
         let (rest, mut body) = sized(i, depth)?;
-        // No capacity from the untrusted length: the Vec grows with what actually parses.
-        let mut entries = Vec::new();
+        // No capacity from the untrusted length field. A guess from the octets actually there
+        // (an entry takes at least 2, typically 20 to 40) spares the first reallocations as
+        // the Vec grows (4, then 8 entries: two allocations for a 5-entry table); it is capped,
+        // so a dense or hostile table only grows as it really parses.
+        let mut entries = Vec::with_capacity((body.len() / 20).min(32));
         while !body.is_empty() {
             let (i, name) = short_str(src, body)?;
             let (i, value) = FieldValue::decode(src, i, depth)?;

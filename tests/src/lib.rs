@@ -12,6 +12,10 @@ use amqp_wire::{
 };
 use bytes::BytesMut;
 
+pub mod at_least_once;
+pub mod private_node;
+pub mod proxy;
+
 /// The broker URL the tests use: `AMQP_URL`, or RabbitMQ's default on loopback.
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())

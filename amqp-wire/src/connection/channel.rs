@@ -14,9 +14,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::content::{Assembler, ContentMethod, Message};
+use super::content::{Assembler, ContentMethod};
 use super::error::{CloseReason, Initiator, Violation};
-use super::event::{Event, RequestId};
+use super::event::{Delivery, Event, RequestId, Returned};
 use super::shared::Shared;
 use super::tags::{Confirms, Unacked};
 use crate::error::ReplyCode;
@@ -203,16 +203,25 @@ impl ChannelState {
         Ok(())
     }
 
-    /// A reply to the oldest pending request, which must be one it may answer.
+    /// A reply to the oldest pending request it may answer.
+    ///
+    /// RabbitMQ sends consume-ok and cancel-ok from the queue's process, through the channel
+    /// process's mailbox, so the reply to a later request may overtake them (never another
+    /// reply); they stay in order among themselves. A reply may therefore answer a request
+    /// behind pending consumes and cancels.
     fn reply(&mut self, sh: &mut Shared, method: Method) -> Result<(), Violation> {
         let id = method.id();
-        let Some(pending) = self.pending.front() else {
-            return Err(unexpected(&method));
-        };
-        if !pending.replies.contains(&id) {
-            return Err(unexpected(&method));
+        let mut at = None;
+        for (i, pending) in self.pending.iter().enumerate() {
+            if pending.replies.contains(&id) {
+                at = Some(i);
+                break;
+            }
+            if !matches!(pending.after, After::Consume { .. } | After::Cancel) {
+                break;
+            }
         }
-        let Some(Pending { request, after, .. }) = self.pending.pop_front() else {
+        let Some(Pending { request, after, .. }) = at.and_then(|i| self.pending.remove(i)) else {
             return Err(unexpected(&method));
         };
         match (after, method) {
@@ -290,10 +299,11 @@ impl ChannelState {
         });
     }
 
+    /// A content header, by reference: its properties are taken, and `header` keeps defaults.
     pub(crate) fn handle_header(
         &mut self,
         sh: &mut Shared,
-        header: ContentHeader,
+        header: &mut ContentHeader,
     ) -> Result<(), Violation> {
         if let Phase::Closing(_) = self.phase {
             return Ok(());
@@ -309,8 +319,8 @@ impl ChannelState {
             );
             return Ok(());
         }
-        if let Some(message) = self.content.header(header)? {
-            self.complete(sh, message);
+        if let Some(body) = self.content.header(header)? {
+            self.complete(sh, body);
         }
         Ok(())
     }
@@ -319,36 +329,68 @@ impl ChannelState {
         if let Phase::Closing(_) = self.phase {
             return Ok(());
         }
-        if let Some(message) = self.content.body(chunk)? {
-            self.complete(sh, message);
+        if let Some(body) = self.content.body(chunk)? {
+            self.complete(sh, body);
         }
         Ok(())
     }
 
-    fn complete(&mut self, sh: &mut Shared, message: Message) {
+    /// The content is complete: queues its event.
+    ///
+    /// The event is built where it is queued, from the assembler's parts: a delivery is 512
+    /// octets, and each value in between (a message, then the event) would be another copy.
+    fn complete(&mut self, sh: &mut Shared, body: Bytes) {
         let channel = self.id;
-        match message {
-            Message::Delivery(delivery) => {
+        let Some(method) = self.content.take_method() else {
+            return;
+        };
+        match method {
+            ContentMethod::Deliver(m) => {
                 // An unknown consumer (cancelled, its cancel-ok not yet here) still gets an ack.
-                if !self
-                    .consumer(&delivery.consumer_tag)
-                    .is_some_and(|c| c.no_ack)
-                {
-                    self.unacked.push(delivery.delivery_tag);
+                if !self.consumer(&m.consumer_tag).is_some_and(|c| c.no_ack) {
+                    self.unacked.push(m.delivery_tag);
                 }
-                sh.events.push_back(Event::Delivery { channel, delivery });
+                sh.events.push_back(Event::Delivery {
+                    channel,
+                    delivery: Delivery {
+                        consumer_tag: m.consumer_tag,
+                        delivery_tag: m.delivery_tag,
+                        redelivered: m.redelivered,
+                        exchange: m.exchange,
+                        routing_key: m.routing_key,
+                        properties: self.content.take_properties(),
+                        body,
+                    },
+                });
             }
-            Message::Got(request, delivery, left) => {
+            ContentMethod::GetOk(request, m) => {
                 if !self.get_no_ack {
-                    self.unacked.push(delivery.delivery_tag);
+                    self.unacked.push(m.delivery_tag);
                 }
+                let delivery = Delivery {
+                    consumer_tag: ShortStr::new(),
+                    delivery_tag: m.delivery_tag,
+                    redelivered: m.redelivered,
+                    exchange: m.exchange,
+                    routing_key: m.routing_key,
+                    properties: self.content.take_properties(),
+                    body,
+                };
                 sh.events.push_back(Event::GetReply {
                     channel,
                     request,
-                    message: Some((delivery, left)),
+                    message: Some((delivery, m.message_count)),
                 });
             }
-            Message::Returned(returned) => {
+            ContentMethod::Return(m) => {
+                let returned = Returned {
+                    reply_code: m.reply_code,
+                    reply_text: m.reply_text,
+                    exchange: m.exchange,
+                    routing_key: m.routing_key,
+                    properties: self.content.take_properties(),
+                    body,
+                };
                 let unmatched = match &mut self.confirms {
                     Some(confirms) => confirms.returned(returned),
                     None => Some(returned),

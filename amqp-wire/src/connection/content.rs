@@ -13,9 +13,9 @@
 use bytes::{Bytes, BytesMut};
 
 use super::error::Violation;
-use super::event::{Delivery, RequestId, Returned};
+use super::event::RequestId;
 use crate::error::ReplyCode;
-use crate::frame::content::ContentHeader;
+use crate::frame::content::{BasicProperties, ContentHeader};
 use crate::frame::methods::{BasicDeliver, BasicGetOk, BasicReturn};
 
 /// The method a content belongs to.
@@ -24,14 +24,6 @@ pub(crate) enum ContentMethod {
     Deliver(BasicDeliver),
     GetOk(RequestId, BasicGetOk),
     Return(BasicReturn),
-}
-
-/// A complete inbound message.
-#[derive(Debug)]
-pub(crate) enum Message {
-    Delivery(Delivery),
-    Got(RequestId, Delivery, u32),
-    Returned(Returned),
 }
 
 const UNEXPECTED_HEADER: Violation = Violation::new(
@@ -47,34 +39,41 @@ const BODY_OVERRUN: Violation = Violation::new(
     "content body longer than its header announced",
 );
 
-#[derive(Debug, Default)]
-// Boxing the header would cost an allocation per delivery; one State lives per channel.
-#[allow(clippy::large_enum_variant)]
-enum State {
+/// Where a channel's content is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Stage {
     #[default]
     Idle,
-    Header(ContentMethod),
-    Body {
-        method: ContentMethod,
-        header: ContentHeader,
-        body: Body,
-    },
+    /// The method came; its header is next.
+    Header,
+    /// The header came; `remaining` octets of body are next.
+    Body,
 }
 
-/// The body received so far.
-#[derive(Debug)]
+/// The body received so far. A body that comes in one frame is never stored: it completes
+/// the message as it came, without a copy.
+#[derive(Debug, Default)]
 enum Body {
+    #[default]
     Empty,
-    /// One frame, kept as it came: no copy.
-    Single(Bytes),
     /// Several frames, copied together.
     Joined(BytesMut),
 }
 
 /// The content state of one channel.
+///
+/// The parts of the message are kept in fields of their own, not in the variants of one
+/// state enum: the properties alone are 368 octets, and every transition of such an enum
+/// (`mem::take` and a new variant) would copy all of it, several times per delivery. Here the
+/// properties are moved in once, from the header frame, and out once, into the event.
 #[derive(Debug, Default)]
 pub(crate) struct Assembler {
-    state: State,
+    stage: Stage,
+    /// The content's method: `Some` from `start` until the message is taken.
+    method: Option<ContentMethod>,
+    /// The header's properties, once it came.
+    properties: BasicProperties,
+    body: Body,
     /// Octets of body still to come.
     remaining: u64,
 }
@@ -83,121 +82,87 @@ impl Assembler {
     /// True while a content is between its method and its last body frame: no other method
     /// may arrive on the channel then.
     pub(crate) fn is_busy(&self) -> bool {
-        !matches!(self.state, State::Idle)
+        self.stage != Stage::Idle
     }
 
     /// A content method arrived; the caller has checked [`Assembler::is_busy`].
     pub(crate) fn start(&mut self, method: ContentMethod) {
-        self.state = State::Header(method);
+        self.method = Some(method);
+        self.stage = Stage::Header;
     }
 
-    /// A header arrived. Returns the message when the body is empty. The caller checks
-    /// `body_size` against its limit before calling.
-    pub(crate) fn header(&mut self, header: ContentHeader) -> Result<Option<Message>, Violation> {
-        let State::Header(method) = std::mem::take(&mut self.state) else {
+    /// A header arrived: its properties are taken (`header` is left with defaults). Returns
+    /// the (empty) body when the message is complete; then [`Assembler::take_method`] and
+    /// [`Assembler::take_properties`] give the rest. The caller checks `body_size` against
+    /// its limit before calling.
+    pub(crate) fn header(
+        &mut self,
+        header: &mut ContentHeader,
+    ) -> Result<Option<Bytes>, Violation> {
+        if self.stage != Stage::Header {
             return Err(UNEXPECTED_HEADER);
-        };
+        }
+        self.properties = std::mem::take(&mut header.properties);
         if header.body_size == 0 {
-            return Ok(Some(finish(method, header, Bytes::new())));
+            self.stage = Stage::Idle;
+            return Ok(Some(Bytes::new()));
         }
         self.remaining = header.body_size;
-        self.state = State::Body {
-            method,
-            header,
-            body: Body::Empty,
-        };
+        self.stage = Stage::Body;
         Ok(None)
     }
 
     /// True when the channel waits for a content header.
     pub(crate) fn awaits_header(&self) -> bool {
-        matches!(self.state, State::Header(_))
+        self.stage == Stage::Header
     }
 
-    /// A body frame arrived. Returns the message when it was the last.
-    pub(crate) fn body(&mut self, chunk: Bytes) -> Result<Option<Message>, Violation> {
-        let State::Body { body, .. } = &mut self.state else {
+    /// A body frame arrived. Returns the whole body when it was the last, as for
+    /// [`Assembler::header`].
+    pub(crate) fn body(&mut self, chunk: Bytes) -> Result<Option<Bytes>, Violation> {
+        if self.stage != Stage::Body {
             return Err(UNEXPECTED_BODY);
-        };
+        }
         let len = chunk.len() as u64;
         if len > self.remaining {
             return Err(BODY_OVERRUN);
         }
         self.remaining -= len;
-        *body = match std::mem::replace(body, Body::Empty) {
-            Body::Empty if self.remaining == 0 => Body::Single(chunk),
+        let body = match &mut self.body {
+            Body::Empty if self.remaining == 0 => chunk,
             Body::Empty => {
                 // Bounded: the caller refused a body_size above its maximum message size.
                 let mut joined = BytesMut::with_capacity((len + self.remaining) as usize);
                 joined.extend_from_slice(&chunk);
-                Body::Joined(joined)
+                self.body = Body::Joined(joined);
+                return Ok(None);
             }
-            Body::Joined(mut joined) => {
+            Body::Joined(joined) => {
                 joined.extend_from_slice(&chunk);
-                Body::Joined(joined)
+                if self.remaining > 0 {
+                    return Ok(None);
+                }
+                std::mem::take(joined).freeze()
             }
-            // A Single body is complete, so no frame can follow it here (remaining was 0).
-            Body::Single(_) => return Err(BODY_OVERRUN),
         };
-        if self.remaining > 0 {
-            return Ok(None);
-        }
-        let State::Body {
-            method,
-            header,
-            body,
-        } = std::mem::take(&mut self.state)
-        else {
-            return Err(UNEXPECTED_BODY);
-        };
-        let body = match body {
-            Body::Empty => Bytes::new(),
-            Body::Single(b) => b,
-            Body::Joined(b) => b.freeze(),
-        };
-        Ok(Some(finish(method, header, body)))
+        self.body = Body::Empty;
+        self.stage = Stage::Idle;
+        Ok(Some(body))
+    }
+
+    /// The method of the message just completed (`None` once taken).
+    pub(crate) fn take_method(&mut self) -> Option<ContentMethod> {
+        self.method.take()
+    }
+
+    /// The properties of the message just completed.
+    pub(crate) fn take_properties(&mut self) -> BasicProperties {
+        std::mem::take(&mut self.properties)
     }
 
     /// Forgets a partial content (its channel closed).
     pub(crate) fn reset(&mut self) {
-        self.state = State::Idle;
-        self.remaining = 0;
-    }
-}
-
-fn finish(method: ContentMethod, header: ContentHeader, body: Bytes) -> Message {
-    let properties = header.properties;
-    match method {
-        ContentMethod::Deliver(m) => Message::Delivery(Delivery {
-            consumer_tag: m.consumer_tag,
-            delivery_tag: m.delivery_tag,
-            redelivered: m.redelivered,
-            exchange: m.exchange,
-            routing_key: m.routing_key,
-            properties,
-            body,
-        }),
-        ContentMethod::GetOk(request, m) => Message::Got(
-            request,
-            Delivery {
-                consumer_tag: crate::ShortStr::new(),
-                delivery_tag: m.delivery_tag,
-                redelivered: m.redelivered,
-                exchange: m.exchange,
-                routing_key: m.routing_key,
-                properties,
-                body,
-            },
-            m.message_count,
-        ),
-        ContentMethod::Return(m) => Message::Returned(Returned {
-            reply_code: m.reply_code,
-            reply_text: m.reply_text,
-            exchange: m.exchange,
-            routing_key: m.routing_key,
-            properties,
-            body,
-        }),
+        *self = Self::default();
     }
 }
 
@@ -217,7 +182,10 @@ mod tests {
     fn header(size: u64) -> ContentHeader {
         ContentHeader {
             body_size: size,
-            ..Default::default()
+            properties: BasicProperties {
+                delivery_mode: Some(2),
+                ..Default::default()
+            },
         }
     }
 
@@ -225,43 +193,53 @@ mod tests {
     fn a_single_frame_body_is_not_copied() {
         let mut a = Assembler::default();
         a.start(deliver());
-        assert!(a.header(header(5)).unwrap().is_none());
+        let mut h = header(5);
+        assert!(a.header(&mut h).unwrap().is_none());
+        assert_eq!(h.properties, BasicProperties::default(), "properties taken");
         let chunk = Bytes::from_static(b"hello");
-        let Some(Message::Delivery(d)) = a.body(chunk.clone()).unwrap() else {
-            panic!()
-        };
-        assert_eq!(d.body.as_ptr(), chunk.as_ptr());
+        let body = a.body(chunk.clone()).unwrap().expect("complete");
+        assert_eq!(body.as_ptr(), chunk.as_ptr());
         assert!(!a.is_busy());
+        assert!(matches!(a.take_method(), Some(ContentMethod::Deliver(_))));
+        assert_eq!(a.take_properties().delivery_mode, Some(2));
+        assert!(a.take_method().is_none());
     }
 
     #[test]
     fn several_frames_are_joined_in_order() {
         let mut a = Assembler::default();
         a.start(deliver());
-        a.header(header(6)).unwrap();
+        a.header(&mut header(6)).unwrap();
         assert!(a.body(Bytes::from_static(b"ab")).unwrap().is_none());
         assert!(a.body(Bytes::from_static(b"cd")).unwrap().is_none());
-        let Some(Message::Delivery(d)) = a.body(Bytes::from_static(b"ef")).unwrap() else {
-            panic!()
-        };
-        assert_eq!(&d.body[..], b"abcdef");
+        let body = a
+            .body(Bytes::from_static(b"ef"))
+            .unwrap()
+            .expect("complete");
+        assert_eq!(&body[..], b"abcdef");
+        assert!(!a.is_busy());
+        // The next content starts from nothing.
+        a.start(deliver());
+        a.header(&mut header(1)).unwrap();
+        assert_eq!(
+            &a.body(Bytes::from_static(b"g")).unwrap().unwrap()[..],
+            b"g"
+        );
     }
 
     #[test]
     fn an_empty_body_completes_at_the_header() {
         let mut a = Assembler::default();
         a.start(deliver());
-        assert!(matches!(
-            a.header(header(0)),
-            Ok(Some(Message::Delivery(_)))
-        ));
+        assert_eq!(a.header(&mut header(0)), Ok(Some(Bytes::new())));
         assert!(!a.is_busy());
+        assert!(a.take_method().is_some());
     }
 
     #[test]
     fn sequencing_violations() {
         let mut a = Assembler::default();
-        assert_eq!(a.header(header(1)).unwrap_err(), UNEXPECTED_HEADER);
+        assert_eq!(a.header(&mut header(1)).unwrap_err(), UNEXPECTED_HEADER);
         assert_eq!(
             a.body(Bytes::from_static(b"x")).unwrap_err(),
             UNEXPECTED_BODY
@@ -273,11 +251,20 @@ mod tests {
         );
         let mut a = Assembler::default();
         a.start(deliver());
-        a.header(header(2)).unwrap();
+        a.header(&mut header(2)).unwrap();
         assert_eq!(
             a.body(Bytes::from_static(b"xyz")).unwrap_err(),
             BODY_OVERRUN
         );
         assert_eq!(BODY_OVERRUN.code, ReplyCode::FRAME_ERROR);
+        // A body frame after the body is complete.
+        let mut a = Assembler::default();
+        a.start(deliver());
+        a.header(&mut header(1)).unwrap();
+        a.body(Bytes::from_static(b"x")).unwrap();
+        assert_eq!(
+            a.body(Bytes::from_static(b"y")).unwrap_err(),
+            UNEXPECTED_BODY
+        );
     }
 }

@@ -71,9 +71,10 @@ use self::heartbeat::Heartbeat;
 use self::shared::Shared;
 use crate::codec::FrameDecoder;
 use crate::error::{DecodeError, ReplyCode};
+use crate::frame::content::ContentHeader;
 use crate::frame::method::Method;
 use crate::frame::methods::{
-    ChannelOpen, ConnectionClose, ConnectionCloseOk, ConnectionUpdateSecret,
+    ChannelOpen, ConnectionClose, ConnectionCloseOk, ConnectionUpdateSecret, TxSelectOk,
 };
 use crate::frame::{FRAME_MIN_SIZE, Frame};
 use crate::table::FieldTable;
@@ -213,7 +214,9 @@ impl Connection {
         }
         while self.phase != Phase::Closed {
             match self.decoder.decode(src) {
-                Ok(Some(frame)) => self.handle_frame(frame),
+                // By reference: a frame is 384 octets, and moving it out of the result and on
+                // to its channel would copy all of it at each step, for every frame.
+                Ok(Some(ref mut frame)) => self.handle_frame(frame),
                 Ok(None) => return,
                 Err(e) => self.decode_failed(e),
             }
@@ -248,6 +251,14 @@ impl Connection {
             let _ = self.shared.out.push_frame(&Frame::Heartbeat);
             self.heartbeat.sent(now);
         }
+    }
+
+    /// The transport holds the peer's bytes back on purpose (a consumer that is not read
+    /// makes it stop reading the socket): the peer is not silent, we are not listening, so its
+    /// heartbeat deadline moves on to `now`.
+    pub fn handle_peer_activity(&mut self, now: Instant) {
+        self.now = now;
+        self.heartbeat.received(now);
     }
 
     /// The socket closed (read returned 0).
@@ -434,48 +445,66 @@ impl Connection {
 
     // ----- internals -----
 
-    fn handle_frame(&mut self, frame: Frame) {
-        let channel = frame.channel();
-        match (self.phase, frame) {
-            (_, Frame::Heartbeat) => {}
-            (_, Frame::Method(ChannelId::CONNECTION, method)) => {
-                self.handle_connection_method(method)
+    /// Acts on a frame, taking what it keeps out of it (see `handle_input` for why by
+    /// reference).
+    fn handle_frame(&mut self, frame: &mut Frame) {
+        match frame {
+            Frame::Heartbeat => {}
+            Frame::Method(ChannelId::CONNECTION, method) => {
+                self.handle_connection_method(take_method(method))
             }
-            (Phase::Closing, _) => {} // Only close / close-ok matter now.
-            (Phase::Open, Frame::Method(_, method)) => {
-                self.route(channel, |ch, sh| ch.handle_method(sh, method))
+            Frame::Header(channel, header) => self.handle_header(*channel, header),
+            _ if self.phase == Phase::Closing => {} // Only close / close-ok matter now.
+            _ if self.phase != Phase::Open => self.violation(BEFORE_OPEN),
+            Frame::Method(channel, method) => {
+                let channel = *channel;
+                let outcome = match self.channel_state(channel) {
+                    Some((ch, sh)) => ch.handle_method(sh, take_method(method)),
+                    None => Err(NOT_OPEN),
+                };
+                self.routed(channel, outcome);
             }
-            (Phase::Open, Frame::Header(_, header)) => self.route(channel, |ch, sh| {
-                ch.handle_header(sh, header).map(|()| Outcome::Continue)
-            }),
-            (Phase::Open, Frame::Body(_, body)) => {
-                self.route(channel, |ch, sh| {
-                    ch.handle_body(sh, body).map(|()| Outcome::Continue)
-                });
+            Frame::Body(channel, body) => {
+                let channel = *channel;
+                let outcome = match self.channel_state(channel) {
+                    Some((ch, sh)) => ch
+                        .handle_body(sh, std::mem::take(body))
+                        .map(|()| Outcome::Continue),
+                    None => Err(NOT_OPEN),
+                };
+                self.routed(channel, outcome);
             }
-            (_, _) => self.violation(Violation::new(
-                ReplyCode::CHANNEL_ERROR,
-                "channel frame before the connection is open",
-            )),
         }
     }
 
-    /// Hands a frame to its channel's state.
-    fn route(
-        &mut self,
-        id: ChannelId,
-        handle: impl FnOnce(&mut ChannelState, &mut Shared) -> Result<Outcome, Violation>,
-    ) {
-        let slot = usize::from(id.0);
-        let Some(Some(state)) = self.channels.get_mut(slot) else {
-            return self.violation(Violation::new(
-                ReplyCode::CHANNEL_ERROR,
-                "frame on a channel that is not open",
-            ));
+    /// A content header frame: its properties are moved to the channel's assembler.
+    fn handle_header(&mut self, channel: ChannelId, header: &mut ContentHeader) {
+        match self.phase {
+            Phase::Open => {}
+            Phase::Closing => return, // Only close / close-ok matter now.
+            _ => return self.violation(BEFORE_OPEN),
+        }
+        let outcome = match self.channel_state(channel) {
+            Some((ch, sh)) => ch.handle_header(sh, header).map(|()| Outcome::Continue),
+            None => Err(NOT_OPEN),
         };
-        match handle(state, &mut self.shared) {
+        self.routed(channel, outcome);
+    }
+
+    /// The state of channel `id`, if it is open (or opening, or closing), and what every
+    /// channel shares.
+    fn channel_state(&mut self, id: ChannelId) -> Option<(&mut ChannelState, &mut Shared)> {
+        match self.channels.get_mut(usize::from(id.0)) {
+            Some(Some(state)) => Some((state, &mut self.shared)),
+            _ => None,
+        }
+    }
+
+    /// Acts on what a channel made of a frame.
+    fn routed(&mut self, id: ChannelId, outcome: Result<Outcome, Violation>) {
+        match outcome {
             Ok(Outcome::Continue) => {}
-            Ok(Outcome::Freed) => self.channels[slot] = None,
+            Ok(Outcome::Freed) => self.channels[usize::from(id.0)] = None,
             Err(violation) => self.violation(violation),
         }
     }
@@ -601,6 +630,24 @@ fn peer_reason(close: &ConnectionClose) -> CloseReason {
         initiator: Initiator::Peer,
     }
 }
+
+/// Moves a decoded method out of its frame, leaving one without arguments (and nothing to
+/// drop) behind: cheaper than moving the whole frame to get at it.
+fn take_method(method: &mut Method) -> Method {
+    std::mem::replace(method, Method::TxSelectOk(TxSelectOk))
+}
+
+/// A channel frame before the handshake is done.
+const BEFORE_OPEN: Violation = Violation::new(
+    ReplyCode::CHANNEL_ERROR,
+    "channel frame before the connection is open",
+);
+
+/// A frame on a channel number that is not in use.
+const NOT_OPEN: Violation = Violation::new(
+    ReplyCode::CHANNEL_ERROR,
+    "frame on a channel that is not open",
+);
 
 /// A method the broker should not send on channel 0 now.
 fn unexpected_on_zero(method: &Method) -> Violation {

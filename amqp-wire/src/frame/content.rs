@@ -7,9 +7,10 @@
 //! word; basic has only 14 properties, so it is never set here and skipped when read.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use nom::Parser;
 
-use super::wire::{self, PResult, fail, longlong, octet, put_short_str, short, short_str};
+use super::wire::{
+    self, Fail, PResult, fail, longlong, named, octet, put_short_str, short, short_str,
+};
 use crate::error::DecodeError;
 use crate::table::FieldTable;
 use crate::types::ShortStr;
@@ -77,6 +78,18 @@ mod flags {
     pub(super) const CLUSTER_ID: u16 = 1 << 2;
     /// Another flag word follows.
     pub(super) const CONTINUATION: u16 = 1;
+    /// The properties whose decoded values are slices of the payload: strings and the table.
+    pub(super) const SHARED: u16 = CONTENT_TYPE
+        | CONTENT_ENCODING
+        | HEADERS
+        | CORRELATION_ID
+        | REPLY_TO
+        | EXPIRATION
+        | MESSAGE_ID
+        | TYPE
+        | USER_ID
+        | APP_ID
+        | CLUSTER_ID;
 }
 
 impl BasicProperties {
@@ -161,7 +174,12 @@ impl BasicProperties {
         put(dst, &self.cluster_id);
     }
 
-    fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the flags word and the values it announces into `self`, which is empty.
+    ///
+    /// In place rather than returned: the properties are 368 octets, and each `Result` they
+    /// would travel through is another copy of them, per delivery.
+    #[inline(always)]
+    fn decode_into<'a>(&mut self, src: &Bytes, i: &'a [u8]) -> PResult<'a, ()> {
         use flags::*;
         let (mut i, flags) = short(i)?;
         // Skip continuation words: basic has no properties beyond the first word, so a set
@@ -175,43 +193,42 @@ impl BasicProperties {
             more = word & CONTINUATION != 0;
             i = rest;
         }
-        let mut p = Self::default();
-        let s = |i: &'a [u8], bit: u16, slot: &mut Option<ShortStr>| -> PResult<'a, ()> {
-            if flags & bit == 0 {
-                return Ok((i, ()));
-            }
-            let (i, v) = short_str(src, i)?;
-            *slot = Some(v);
-            Ok((i, ()))
-        };
-        (i, ()) = s(i, CONTENT_TYPE, &mut p.content_type)?;
-        (i, ()) = s(i, CONTENT_ENCODING, &mut p.content_encoding)?;
-        if flags & HEADERS != 0 {
-            let (rest, t) = FieldTable::decode_from(src, i)?;
-            (i, p.headers) = (rest, Some(t));
-        }
-        if flags & DELIVERY_MODE != 0 {
-            let (rest, m) = octet(i)?;
-            (i, p.delivery_mode) = (rest, Some(m));
-        }
-        if flags & PRIORITY != 0 {
-            let (rest, v) = octet(i)?;
-            (i, p.priority) = (rest, Some(v));
-        }
-        (i, ()) = s(i, CORRELATION_ID, &mut p.correlation_id)?;
-        (i, ()) = s(i, REPLY_TO, &mut p.reply_to)?;
-        (i, ()) = s(i, EXPIRATION, &mut p.expiration)?;
-        (i, ()) = s(i, MESSAGE_ID, &mut p.message_id)?;
-        if flags & TIMESTAMP != 0 {
-            let (rest, t) = longlong(i)?;
-            (i, p.timestamp) = (rest, Some(t));
-        }
-        (i, ()) = s(i, TYPE, &mut p.kind)?;
-        (i, ()) = s(i, USER_ID, &mut p.user_id)?;
-        (i, ()) = s(i, APP_ID, &mut p.app_id)?;
-        (i, ()) = s(i, CLUSTER_ID, &mut p.cluster_id)?;
-        Ok((i, p))
+        let p = self;
+        let string = |i| short_str(src, i);
+        let table = |i| FieldTable::decode_from(src, i);
+        i = optional(flags & CONTENT_TYPE, i, &mut p.content_type, string)?;
+        i = optional(flags & CONTENT_ENCODING, i, &mut p.content_encoding, string)?;
+        i = optional(flags & HEADERS, i, &mut p.headers, table)?;
+        i = optional(flags & DELIVERY_MODE, i, &mut p.delivery_mode, octet)?;
+        i = optional(flags & PRIORITY, i, &mut p.priority, octet)?;
+        i = optional(flags & CORRELATION_ID, i, &mut p.correlation_id, string)?;
+        i = optional(flags & REPLY_TO, i, &mut p.reply_to, string)?;
+        i = optional(flags & EXPIRATION, i, &mut p.expiration, string)?;
+        i = optional(flags & MESSAGE_ID, i, &mut p.message_id, string)?;
+        i = optional(flags & TIMESTAMP, i, &mut p.timestamp, longlong)?;
+        i = optional(flags & TYPE, i, &mut p.kind, string)?;
+        i = optional(flags & USER_ID, i, &mut p.user_id, string)?;
+        i = optional(flags & APP_ID, i, &mut p.app_id, string)?;
+        i = optional(flags & CLUSTER_ID, i, &mut p.cluster_id, string)?;
+        Ok((i, ()))
     }
+}
+
+/// Parses a property into `slot` when its flag is set (`flag` is non-zero); otherwise leaves
+/// the slot empty and consumes nothing.
+#[inline(always)]
+fn optional<'a, T>(
+    flag: u16,
+    i: &'a [u8],
+    slot: &mut Option<T>,
+    parse: impl FnOnce(&'a [u8]) -> PResult<'a, T>,
+) -> Result<&'a [u8], nom::Err<Fail>> {
+    if flag == 0 {
+        return Ok(i);
+    }
+    let (i, value) = parse(i)?;
+    *slot = Some(value);
+    Ok(i)
 }
 
 /// A content header frame's payload for `basic` content.
@@ -244,11 +261,39 @@ impl ContentHeader {
     /// [`DecodeError::UnknownContentClass`] for a class other than basic,
     /// [`DecodeError::ContentWeight`] for a non-zero weight, otherwise a syntax error.
     pub fn decode(payload: &Bytes) -> Result<Self, DecodeError> {
-        wire::finish(Self::parse(payload))
+        let mut header = Self::default();
+        header.decode_into(payload, payload)?;
+        Ok(header)
     }
 
-    fn parse(src: &Bytes) -> PResult<'_, Self> {
-        let (i, class_id) = short(src)?;
+    /// True when the decoded header would hold slices of `payload` (a string or table
+    /// property is present). When false, the payload need not be a [`Bytes`]: the codec
+    /// parses it where it lies and takes no reference count.
+    ///
+    /// A payload too short to hold the flags gives false, and its parse fails.
+    #[inline]
+    pub(crate) fn shares_payload(payload: &[u8]) -> bool {
+        match payload.get(12..14) {
+            Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]) & flags::SHARED != 0,
+            _ => false,
+        }
+    }
+
+    /// [`ContentHeader::decode`] of `payload` into `self`, which must be empty (`default()`);
+    /// on an error `self` holds what was parsed before it. Strings and the table are sliced
+    /// from `src`, which `payload` must lie in whenever [`ContentHeader::shares_payload`] says
+    /// so (otherwise `src` is never used, and may be empty).
+    ///
+    /// In place rather than returned: the codec decodes into the `Frame` it returns, so the
+    /// properties are not copied through each `Result` on the way.
+    #[inline(always)]
+    pub(crate) fn decode_into(&mut self, src: &Bytes, payload: &[u8]) -> Result<(), DecodeError> {
+        wire::finish(self.parse(src, payload))
+    }
+
+    #[inline(always)]
+    fn parse<'a>(&mut self, src: &Bytes, i: &'a [u8]) -> PResult<'a, ()> {
+        let (i, class_id) = short(i)?;
         if class_id != BASIC_CLASS_ID {
             return fail(DecodeError::UnknownContentClass(class_id));
         }
@@ -257,16 +302,8 @@ impl ContentHeader {
             return fail(DecodeError::ContentWeight(weight));
         }
         let (i, body_size) = longlong(i)?;
-        let (i, properties) =
-            nom::error::context("basic properties", |i| BasicProperties::decode(src, i))
-                .parse(i)?;
-        Ok((
-            i,
-            Self {
-                body_size,
-                properties,
-            },
-        ))
+        self.body_size = body_size;
+        named(self.properties.decode_into(src, i), "basic properties")
     }
 }
 
@@ -405,6 +442,40 @@ mod tests {
                 properties: props,
             });
         }
+    }
+
+    #[test]
+    fn shared_flags_are_the_string_and_table_properties() {
+        let all = all_set();
+        let shared = BasicProperties {
+            delivery_mode: None,
+            priority: None,
+            timestamp: None,
+            ..all.clone()
+        };
+        assert_eq!(shared.flags(), flags::SHARED);
+        let mut dst = BytesMut::new();
+        ContentHeader {
+            body_size: 1,
+            properties: BasicProperties {
+                delivery_mode: all.delivery_mode,
+                priority: all.priority,
+                timestamp: all.timestamp,
+                ..Default::default()
+            },
+        }
+        .encode(&mut dst);
+        assert!(!ContentHeader::shares_payload(&dst));
+        // Parsed where it lies, with nothing to slice strings from.
+        let mut h = ContentHeader::default();
+        h.decode_into(&Bytes::new(), &dst).unwrap();
+        assert_eq!(h.properties.timestamp, all.timestamp);
+        for one in [flags::CONTENT_TYPE, flags::HEADERS, flags::CLUSTER_ID] {
+            let mut payload = dst.clone();
+            payload[12..14].copy_from_slice(&one.to_be_bytes());
+            assert!(ContentHeader::shares_payload(&payload));
+        }
+        assert!(!ContentHeader::shares_payload(&dst[..13]));
     }
 
     #[test]

@@ -1,10 +1,9 @@
 //! The `Method` enum and the (class, method) id table that dispatches to the method structs.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use nom::Parser;
 
 use super::methods::*;
-use super::wire::{self, PResult, fail, short};
+use super::wire::{self, PResult, fail, named, short};
 use crate::error::DecodeError;
 
 /// What every method struct implements: its arguments' wire form.
@@ -98,16 +97,18 @@ macro_rules! methods {
                 match self { $(Self::$name(_) => $text,)* }
             }
 
+            #[inline]
             fn decode_args<'a>(
                 class_id: u16,
                 method_id: u16,
                 src: &Bytes,
                 i: &'a [u8],
             ) -> PResult<'a, Self> {
+                // `named` rather than nom's `context`: the name is only made on failure.
                 match (class_id, method_id) {
                     $((
                         $class, $method) => {
-                            let (i, m) = nom::error::context($text, |i| $name::decode(src, i)).parse(i)?;
+                            let (i, m) = named($name::decode(src, i), $text)?;
                             Ok((i, Self::$name(m)))
                         }
                     )*
@@ -207,6 +208,7 @@ impl Method {
         wire::finish(Self::parse(payload))
     }
 
+    #[inline]
     fn parse(payload: &Bytes) -> PResult<'_, Self> {
         let (i, class_id) = short(payload)?;
         let (i, method_id) = short(i)?;

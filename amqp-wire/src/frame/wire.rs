@@ -6,7 +6,6 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use nom::error::{ContextError, ErrorKind, ParseError};
-use nom::number::complete::{be_u8, be_u16, be_u32, be_u64};
 
 use crate::error::DecodeError;
 use crate::types::{LongStr, ShortStr};
@@ -42,12 +41,33 @@ impl ContextError<&[u8]> for Fail {
     }
 }
 
+/// Names an unnamed failure of `result` after `ctx`, as nom's `context` combinator does.
+///
+/// The name is made on the error path only: `context` wraps the parser in a closure and a
+/// `map_err` that move the parsed value (368 octets for basic properties) once more on the
+/// way out, which costs on every frame.
+#[inline(always)]
+pub(crate) fn named<'a, T>(result: PResult<'a, T>, ctx: &'static str) -> PResult<'a, T> {
+    match result {
+        Ok(ok) => Ok(ok),
+        Err(e) => Err(name_failure(e, ctx)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn name_failure(e: nom::Err<Fail>, ctx: &'static str) -> nom::Err<Fail> {
+    e.map(|f| Fail::add_context(&[], ctx, f))
+}
+
 /// Fails the parse with `err` (a `Failure`, so no alternative is tried).
+#[cold]
 pub(crate) fn fail<T>(err: DecodeError) -> Result<T, nom::Err<Fail>> {
     Err(nom::Err::Failure(Fail(err)))
 }
 
 /// Turns a parser's result into the public error, requiring that the whole input was used.
+#[inline]
 pub(crate) fn finish<T>(result: PResult<'_, T>) -> Result<T, DecodeError> {
     match result {
         Ok(([], value)) => Ok(value),
@@ -59,66 +79,93 @@ pub(crate) fn finish<T>(result: PResult<'_, T>) -> Result<T, DecodeError> {
 }
 
 /// An `octet`.
+#[inline]
 pub(crate) fn octet(i: &[u8]) -> PResult<'_, u8> {
-    be_u8(i)
+    array(i).map(|(i, [b])| (i, b))
 }
 
 /// A `short` (u16).
+#[inline]
 pub(crate) fn short(i: &[u8]) -> PResult<'_, u16> {
-    be_u16(i)
+    array(i).map(|(i, b)| (i, u16::from_be_bytes(b)))
 }
 
 /// A `long` (u32).
+#[inline]
 pub(crate) fn long(i: &[u8]) -> PResult<'_, u32> {
-    be_u32(i)
+    array(i).map(|(i, b)| (i, u32::from_be_bytes(b)))
 }
 
 /// A `longlong` (u64), also used for `timestamp`.
+#[inline]
 pub(crate) fn longlong(i: &[u8]) -> PResult<'_, u64> {
-    be_u64(i)
+    array(i).map(|(i, b)| (i, u64::from_be_bytes(b)))
+}
+
+/// The first `N` octets. nom's `be_u16` and friends do the same through its generic `Input`
+/// trait, which does not always inline; these four run several times per frame.
+#[inline(always)]
+fn array<const N: usize>(i: &[u8]) -> PResult<'_, [u8; N]> {
+    match i.split_first_chunk::<N>() {
+        Some((head, rest)) => Ok((rest, *head)),
+        None => Err(too_short()),
+    }
+}
+
+/// The input ended before the value did.
+#[cold]
+fn too_short() -> nom::Err<Fail> {
+    nom::Err::Error(Fail(DecodeError::Malformed(UNNAMED)))
 }
 
 /// `n` octets, borrowed.
+#[inline]
 pub(crate) fn take(i: &[u8], n: usize) -> PResult<'_, &[u8]> {
     if i.len() < n {
-        return Err(nom::Err::Error(Fail(DecodeError::Malformed(UNNAMED))));
+        return Err(too_short());
     }
     let (taken, rest) = i.split_at(n);
     Ok((rest, taken))
 }
 
 /// A `shortstr`, as a slice of `src` (no copy). `i` must be a sub-slice of `src`.
+#[inline]
 pub(crate) fn short_str<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, ShortStr> {
-    let (i, len) = be_u8(i)?;
+    let (i, len) = octet(i)?;
     let (i, s) = take(i, usize::from(len))?;
     Ok((i, ShortStr::from_wire(src.slice_ref(s))))
 }
 
 /// A `longstr`, as a slice of `src` (no copy). `i` must be a sub-slice of `src`.
+#[inline]
 pub(crate) fn long_str<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, LongStr> {
     let (i, bytes) = long_bytes(src, i)?;
     Ok((i, LongStr(bytes)))
 }
 
 /// The octets of a `longstr` (also the `x` field value), as a slice of `src`.
+#[inline]
 pub(crate) fn long_bytes<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Bytes> {
-    let (i, len) = be_u32(i)?;
+    let (i, len) = long(i)?;
     // `take` checks the length against what is there, so no allocation follows `len`.
     let (i, s) = take(i, len as usize)?;
     Ok((i, src.slice_ref(s)))
 }
 
 /// One bit of a packed octet: bit 0 is the first argument of a run.
+#[inline]
 pub(crate) fn bit(octet: u8, mask: u8) -> bool {
     octet & mask != 0
 }
 
 /// Packs bits into an octet: `flag(true, 0x02)` is `0x02`.
+#[inline]
 pub(crate) fn flag(set: bool, mask: u8) -> u8 {
     if set { mask } else { 0 }
 }
 
 /// Writes a `shortstr`.
+#[inline]
 pub(crate) fn put_short_str(dst: &mut BytesMut, s: &ShortStr) {
     // `ShortStr` guarantees at most 255 octets, so the cast cannot truncate.
     dst.put_u8(s.len() as u8);
@@ -129,17 +176,20 @@ pub(crate) fn put_short_str(dst: &mut BytesMut, s: &ShortStr) {
 ///
 /// Lengths above `u32::MAX` cannot occur: a frame is bounded by a `u32` size, and
 /// [`crate::Frame::encode`] refuses larger payloads before anything is written.
+#[inline]
 pub(crate) fn put_long_bytes(dst: &mut BytesMut, s: &[u8]) {
     dst.put_u32(s.len() as u32);
     dst.put_slice(s);
 }
 
 /// The encoded size of a `shortstr`.
+#[inline]
 pub(crate) fn short_str_len(s: &ShortStr) -> usize {
     1 + s.len()
 }
 
 /// The encoded size of a `longstr`.
+#[inline]
 pub(crate) fn long_str_len(s: &[u8]) -> usize {
     4 + s.len()
 }
@@ -188,5 +238,15 @@ mod tests {
     fn context_names_the_failure() {
         let r = nom::Parser::parse(&mut nom::error::context("queue", short), &[1]);
         assert_eq!(finish(r), Err(DecodeError::Malformed("queue")));
+        assert_eq!(
+            finish(named(short(&[1]), "queue")),
+            Err(DecodeError::Malformed("queue"))
+        );
+        // A named failure keeps its name, as with `context`.
+        let inner = named(short(&[1]), "inner");
+        assert_eq!(
+            finish(named(inner, "outer")),
+            Err(DecodeError::Malformed("inner"))
+        );
     }
 }

@@ -100,3 +100,107 @@ fn a_consumer_tag_awaiting_consume_ok_is_in_use() {
         Err(UsageError::ConsumerTagInUse(tag))
     );
 }
+
+/// RabbitMQ sends consume-ok (and cancel-ok) from the queue's process, so the reply to a
+/// request pipelined behind a consume can arrive first (seen live: `basic.consume` then
+/// `basic.get` answered get-empty, then consume-ok). It answers its own request; the
+/// consume-ok still answers the consume. Any other reply out of order stays a violation.
+#[test]
+fn a_reply_may_overtake_consume_ok_and_cancel_ok() {
+    use crate::frame::methods::{
+        BasicCancel, BasicCancelOk, BasicGet, BasicGetEmpty, QueueDeclare,
+    };
+
+    let mut b = Broker::connected();
+    let ch = b.open_channel();
+    let tag = ShortStr::from_static("c1");
+    let mut channel = b.conn.channel(ch).unwrap();
+    let consume = channel
+        .call(BasicConsume {
+            queue: ShortStr::from_static("q"),
+            consumer_tag: tag.clone(),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+    let cancel = channel
+        .call(BasicCancel {
+            consumer_tag: tag.clone(),
+            no_wait: false,
+        })
+        .unwrap()
+        .unwrap();
+    let get = channel
+        .call(BasicGet {
+            queue: ShortStr::from_static("q"),
+            no_ack: false,
+        })
+        .unwrap()
+        .unwrap();
+    let declare = channel.call(QueueDeclare::default()).unwrap().unwrap();
+    for name in [
+        "basic.consume",
+        "basic.cancel",
+        "basic.get",
+        "queue.declare",
+    ] {
+        b.expect_method(1, name);
+    }
+    b.send_method(1, BasicGetEmpty);
+    b.send_method(
+        1,
+        BasicConsumeOk {
+            consumer_tag: tag.clone(),
+        },
+    );
+    b.send_method(
+        1,
+        BasicCancelOk {
+            consumer_tag: tag.clone(),
+        },
+    );
+    b.send_method(1, QueueDeclareOk::default());
+    let answered: Vec<_> = b
+        .events()
+        .into_iter()
+        .map(|e| match e {
+            Event::GetReply {
+                request,
+                message: None,
+                ..
+            } => (request, "basic.get-empty"),
+            Event::Reply {
+                request, method, ..
+            } => (request, method.name()),
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            (get, "basic.get-empty"),
+            (consume, "basic.consume-ok"),
+            (cancel, "basic.cancel-ok"),
+            (declare, "queue.declare-ok"),
+        ]
+    );
+    assert!(!b.conn.is_closed());
+
+    // Only consumes and cancels can be overtaken: a declare-ok while a get waits is still
+    // a protocol violation.
+    let mut channel = b.conn.channel(ch).unwrap();
+    channel
+        .call(BasicGet {
+            queue: ShortStr::from_static("q"),
+            no_ack: false,
+        })
+        .unwrap();
+    channel.call(QueueDeclare::default()).unwrap();
+    b.expect_method(1, "basic.get");
+    b.expect_method(1, "queue.declare");
+    b.send_method(1, QueueDeclareOk::default());
+    let Method::ConnectionClose(close) = b.expect_method(0, "connection.close") else {
+        unreachable!()
+    };
+    assert_eq!(close.reply_code, ReplyCode::UNEXPECTED_FRAME);
+}

@@ -106,3 +106,20 @@ fn eof_while_open_is_unexpected() {
     assert_eq!(b.events(), [Event::Closed(ConnectionError::UnexpectedEof)]);
     assert_eq!(b.conn.poll_timeout(), None);
 }
+
+#[test]
+fn bytes_held_back_by_the_transport_count_as_the_peer_alive() {
+    let mut b = heartbeat_every(5);
+    for _ in 0..4 {
+        b.advance(3 * SECOND);
+        while b.try_recv().is_some() {}
+        // The transport holds unread bytes for a slow consumer.
+        let now = b.now;
+        b.conn.handle_peer_activity(now);
+    }
+    assert_eq!(
+        b.conn.state(),
+        State::Open,
+        "12 s without reading, yet not dead"
+    );
+}

@@ -51,6 +51,7 @@ pub struct BasicQos {
 }
 
 impl Args for BasicQos {
+    #[inline]
     fn decode<'a>(_src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, prefetch_size) = long(i)?;
         let (i, prefetch_count) = short(i)?;
@@ -99,6 +100,7 @@ pub struct BasicConsume {
 }
 
 impl Args for BasicConsume {
+    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, _ticket) = short(i)?;
         let (i, queue) = short_str(src, i)?;
@@ -146,6 +148,7 @@ pub struct BasicConsumeOk {
 }
 
 impl Args for BasicConsumeOk {
+    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, consumer_tag) = short_str(src, i)?;
         Ok((i, Self { consumer_tag }))
@@ -168,6 +171,7 @@ pub struct BasicCancel {
 }
 
 impl Args for BasicCancel {
+    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, consumer_tag) = short_str(src, i)?;
         let (i, bits) = octet(i)?;
@@ -196,6 +200,7 @@ pub struct BasicCancelOk {
 }
 
 impl Args for BasicCancelOk {
+    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, consumer_tag) = short_str(src, i)?;
         Ok((i, Self { consumer_tag }))
@@ -222,6 +227,7 @@ pub struct BasicPublish {
 }
 
 impl Args for BasicPublish {
+    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, _ticket) = short(i)?;
         let (i, exchange) = short_str(src, i)?;
@@ -275,6 +281,7 @@ impl Default for BasicReturn {
 }
 
 impl Args for BasicReturn {
+    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, reply_code) = short(i)?;
         let (i, reply_text) = short_str(src, i)?;
@@ -320,6 +327,7 @@ pub struct BasicDeliver {
 }
 
 impl Args for BasicDeliver {
+    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, consumer_tag) = short_str(src, i)?;
         let (i, delivery_tag) = longlong(i)?;
@@ -363,6 +371,7 @@ pub struct BasicGet {
 }
 
 impl Args for BasicGet {
+    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, _ticket) = short(i)?;
         let (i, queue) = short_str(src, i)?;
@@ -401,6 +410,7 @@ pub struct BasicGetOk {
 }
 
 impl Args for BasicGetOk {
+    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, delivery_tag) = longlong(i)?;
         let (i, bits) = octet(i)?;
@@ -435,6 +445,7 @@ impl Args for BasicGetOk {
 pub struct BasicGetEmpty;
 
 impl Args for BasicGetEmpty {
+    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, _cluster_id) = short_str(src, i)?;
         Ok((i, Self))
@@ -457,6 +468,7 @@ pub struct BasicAck {
 }
 
 impl Args for BasicAck {
+    #[inline]
     fn decode<'a>(_src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, delivery_tag) = longlong(i)?;
         let (i, bits) = octet(i)?;
@@ -488,6 +500,7 @@ pub struct BasicReject {
 }
 
 impl Args for BasicReject {
+    #[inline]
     fn decode<'a>(_src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, delivery_tag) = longlong(i)?;
         let (i, bits) = octet(i)?;
@@ -517,6 +530,7 @@ pub struct BasicRecoverAsync {
 }
 
 impl Args for BasicRecoverAsync {
+    #[inline]
     fn decode<'a>(_src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, bits) = octet(i)?;
         Ok((
@@ -542,6 +556,7 @@ pub struct BasicRecover {
 }
 
 impl Args for BasicRecover {
+    #[inline]
     fn decode<'a>(_src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, bits) = octet(i)?;
         Ok((
@@ -575,6 +590,7 @@ pub struct BasicNack {
 }
 
 impl Args for BasicNack {
+    #[inline]
     fn decode<'a>(_src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, delivery_tag) = longlong(i)?;
         let (i, bits) = octet(i)?;

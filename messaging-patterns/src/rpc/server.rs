@@ -1,0 +1,263 @@
+//! The RPC server: requests in, replies out, requests acked after their reply.
+
+use std::sync::Arc;
+
+use amqp_client::{
+    BasicProperties, Channel, Connection, Consumer, Delivery, FieldTable, QueueDeclareOptions,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::{ERROR_HEADER, RpcError};
+use crate::codec::Codec;
+use crate::common::{
+    catch_panic, content_type, finish, headers_mut, message_properties, prefixed,
+    publish_confirmed, stopped,
+};
+
+/// Options of [`RpcServer::serve`].
+#[derive(Clone, Debug)]
+pub struct RpcServerOptions {
+    /// Put before the request queue's name.
+    pub prefix: String,
+    /// Requests the broker sends ahead (`basic.qos`); raised to `concurrency` if lower.
+    pub prefetch: u16,
+    /// Requests handled at once.
+    pub concurrency: usize,
+    /// Extra arguments of the request queue (`x-dead-letter-exchange`, ...).
+    pub arguments: FieldTable,
+}
+
+impl Default for RpcServerOptions {
+    fn default() -> Self {
+        Self {
+            prefix: String::new(),
+            prefetch: 10,
+            concurrency: 1,
+            arguments: FieldTable::new(),
+        }
+    }
+}
+
+/// A request as a handler sees it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Request<T> {
+    /// The decoded request.
+    pub payload: T,
+    /// The request's properties (`reply_to`, `correlation_id`, headers, ...).
+    pub properties: BasicProperties,
+}
+
+/// A running RPC server. Dropping it stops it as [`RpcServer::shutdown`] does, in the
+/// background.
+#[derive(Debug)]
+pub struct RpcServer {
+    queue: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), RpcError>>,
+}
+
+/// What each request task needs.
+struct Responder<Req, Resp> {
+    channel: Channel,
+    request_codec: Req,
+    response_codec: Resp,
+}
+
+impl RpcServer {
+    /// Declares the durable queue `prefix` + `queue` and serves it with `handler`: each
+    /// request's reply goes to its `reply_to` with its `correlation_id`, and the request is
+    /// acked once the broker confirmed the reply.
+    ///
+    /// # Errors
+    /// When the queue cannot be declared or consumed.
+    pub async fn serve<Req, Resp, H, F, E>(
+        conn: &Connection,
+        queue: &str,
+        request_codec: Req,
+        response_codec: Resp,
+        options: RpcServerOptions,
+        handler: H,
+    ) -> Result<Self, RpcError>
+    where
+        Req: Codec,
+        Resp: Codec,
+        H: Fn(Request<Req::Item>) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<Resp::Item, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let queue = prefixed(&options.prefix, queue);
+        let channel = conn.open_channel().await?;
+        let declare = QueueDeclareOptions {
+            durable: true,
+            arguments: options.arguments.clone(),
+            ..Default::default()
+        };
+        channel.queue_declare(&queue, declare).await?;
+        let concurrency = options.concurrency.max(1);
+        let prefetch = options
+            .prefetch
+            .max(u16::try_from(concurrency).unwrap_or(u16::MAX));
+        channel.qos(prefetch, false).await?;
+        channel.confirm_select().await?;
+        let consumer = channel.consume(&queue, Default::default()).await?;
+        let responder = Arc::new(Responder {
+            channel,
+            request_codec,
+            response_codec,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(
+            consumer,
+            responder,
+            Arc::new(handler),
+            concurrency,
+            stopped,
+        ));
+        Ok(Self { queue, stop, task })
+    }
+
+    /// The request queue's full name.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Stops consuming, hands prefetched requests back, lets running handlers reply, and
+    /// closes the channel. The queue stays.
+    ///
+    /// # Errors
+    /// The error that stopped the server earlier, if one did.
+    pub async fn shutdown(self) -> Result<(), RpcError> {
+        let _ = self.stop.send(true);
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(RpcError::Server(e.to_string())),
+        }
+    }
+}
+
+async fn run<Req, Resp, H, F, E>(
+    mut consumer: Consumer,
+    responder: Arc<Responder<Req, Resp>>,
+    handler: Arc<H>,
+    concurrency: usize,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), RpcError>
+where
+    Req: Codec,
+    Resp: Codec,
+    H: Fn(Request<Req::Item>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Resp::Item, E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = JoinSet::new();
+    let result = loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit,
+            () = stopped(&mut stop) => break Ok(()),
+        };
+        let Ok(permit) = permit else { break Ok(()) };
+        let next = tokio::select! {
+            next = consumer.next() => next,
+            () = stopped(&mut stop) => break Ok(()),
+        };
+        let request = match next {
+            Some(Ok(request)) => request,
+            Some(Err(e)) => break Err(e.into()),
+            None => break Ok(()),
+        };
+        let (responder, handler) = (responder.clone(), handler.clone());
+        tasks.spawn(async move {
+            responder.answer(request, &*handler).await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    };
+    finish(consumer, &responder.channel, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    result
+}
+
+impl<Req: Codec, Resp: Codec> Responder<Req, Resp> {
+    async fn answer<H, F, E>(&self, request: Delivery, handler: &H)
+    where
+        H: Fn(Request<Req::Item>) -> F,
+        F: Future<Output = Result<Resp::Item, E>>,
+        E: std::fmt::Display,
+    {
+        let decoded = self
+            .request_codec
+            .decode(content_type(&request.properties), request.body.clone());
+        let payload = match decoded {
+            Ok(payload) => payload,
+            Err(e) => {
+                let error = format!("unreadable request: {e}");
+                tracing::warn!(%error, "rejecting an rpc request");
+                if self.reply(&request, Err(error)).await.is_ok() {
+                    log_settle(request.reject(false).await);
+                }
+                return;
+            }
+        };
+        let call = Request {
+            payload,
+            properties: request.properties.clone(),
+        };
+        let outcome = match catch_panic(handler(call)).await {
+            Ok(Ok(response)) => self
+                .response_codec
+                .encode(&response)
+                .map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(panic) => Err(panic),
+        };
+        match self.reply(&request, outcome).await {
+            Ok(()) => log_settle(request.ack().await),
+            Err(e) => {
+                tracing::error!(error = %e, "rpc reply not confirmed; requeueing the request");
+                log_settle(request.nack(true).await);
+            }
+        }
+    }
+
+    /// Publishes the reply (a response body, or an error) and waits for its confirm. A
+    /// request without `reply_to` gets no reply.
+    async fn reply(
+        &self,
+        request: &Delivery,
+        outcome: Result<Bytes, String>,
+    ) -> Result<(), RpcError> {
+        let Some(reply_to) = request
+            .properties
+            .reply_to
+            .as_ref()
+            .and_then(|r| r.to_str().ok())
+        else {
+            tracing::debug!("rpc request without reply_to: no reply");
+            return Ok(());
+        };
+        let mut props = message_properties(self.response_codec.content_type(), false);
+        props.correlation_id = request.properties.correlation_id.clone();
+        let body = match outcome {
+            Ok(body) => body,
+            Err(error) => {
+                headers_mut(&mut props).insert(ERROR_HEADER, error.as_str());
+                Bytes::new()
+            }
+        };
+        publish_confirmed(&self.channel, "", reply_to, false, props, body).await?;
+        Ok(())
+    }
+}
+
+fn log_settle(result: amqp_client::Result<()>) {
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not settle an rpc request; the broker redelivers it");
+    }
+}
