@@ -1,0 +1,84 @@
+//! Connecting to the broker named by `--url`, and naming it in errors.
+
+use amqp_client::{Channel, Connection, ConnectionConfig};
+
+use crate::error::{CliError, Result};
+
+/// The default for `--url` when `AMQP_URL` is not set: what a fresh local RabbitMQ accepts.
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// A connection and the `host:port` it reached, for error messages.
+#[derive(Debug)]
+pub struct Session {
+    /// The connection.
+    pub conn: Connection,
+    /// `host:port` of the broker.
+    pub host: String,
+}
+
+/// Parses `url` into a configuration, naming a bad URL (never its password) in the error.
+///
+/// # Errors
+/// [`CliError::Url`] for a URL the client cannot use.
+pub fn config(url: &str) -> Result<ConnectionConfig> {
+    ConnectionConfig::from_uri(url).map_err(CliError::Url)
+}
+
+/// The `host:port` list of a configuration.
+pub fn hosts(config: &ConnectionConfig) -> String {
+    let hosts: Vec<String> = config.endpoints.iter().map(ToString::to_string).collect();
+    hosts.join(", ")
+}
+
+impl Session {
+    /// Connects to the broker at `url`.
+    ///
+    /// # Errors
+    /// [`CliError::Url`] for a bad URL, [`CliError::Connect`] naming the host when no
+    /// connection could be made.
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(config(url)?).await
+    }
+
+    /// Connects with a configuration (as [`Session::open`]).
+    ///
+    /// # Errors
+    /// [`CliError::Connect`] naming the host when no connection could be made.
+    pub async fn open_with(config: ConnectionConfig) -> Result<Self> {
+        let host = hosts(&config);
+        let conn = Connection::connect_with(config)
+            .await
+            .map_err(|source| CliError::Connect { host, source })?;
+        let endpoint = conn.endpoint();
+        let host = endpoint.to_string();
+        Ok(Self { conn, host })
+    }
+
+    /// Opens a channel.
+    ///
+    /// # Errors
+    /// [`CliError::Broker`] when the connection is gone.
+    pub async fn channel(&self) -> Result<Channel> {
+        self.conn
+            .open_channel()
+            .await
+            .map_err(self.failed("open a channel"))
+    }
+
+    /// A function that wraps a client error into [`CliError::Broker`] with what was being done.
+    pub fn failed(&self, action: impl Into<String>) -> impl FnOnce(amqp_client::Error) -> CliError {
+        let action = action.into();
+        let host = self.host.clone();
+        move |source| CliError::Broker {
+            action,
+            host,
+            source,
+        }
+    }
+
+    /// Closes the connection. A failure to close cleanly changes nothing for the user (the
+    /// work is done or has already failed), so it is not reported.
+    pub async fn close(self) {
+        let _ = self.conn.close().await;
+    }
+}

@@ -1,0 +1,8 @@
+//! The `amqp` binary against the real broker at `AMQP_URL`: each test runs the built binary
+//! (`CARGO_BIN_EXE_amqp`) and checks its output and exit status.
+
+mod admin;
+mod decode;
+mod messages;
+mod perf;
+mod support;

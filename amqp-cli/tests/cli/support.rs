@@ -1,0 +1,180 @@
+//! Running the built `amqp` binary against the broker at `AMQP_URL`, with a timeout.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long one run of the binary may take before the test fails.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The broker the tests use: `AMQP_URL`, or RabbitMQ's default on loopback.
+pub(crate) fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// `host:port` of [`amqp_url`]'s first endpoint.
+pub(crate) fn broker_addr() -> String {
+    let url = amqp_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let first = host_port.split(',').next().unwrap_or(host_port);
+    if first.contains(':') {
+        first.to_owned()
+    } else {
+        format!("{first}:5672")
+    }
+}
+
+/// The user name of [`amqp_url`] (`guest` when it names none).
+pub(crate) fn url_user() -> String {
+    let url = amqp_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) => userinfo.split(':').next().unwrap_or("guest").to_owned(),
+        None => "guest".to_owned(),
+    }
+}
+
+/// Fails loudly, saying how to start one, when no broker answers.
+pub(crate) fn require_broker() {
+    let addr = broker_addr();
+    if let Err(e) = TcpStream::connect(&addr) {
+        panic!(
+            "no RabbitMQ answers at {addr} ({e}). Start one with `scripts/ensure-rabbitmq`, \
+             `docker compose up -d`, or point AMQP_URL at a broker"
+        );
+    }
+}
+
+/// A name no other test or run uses.
+pub(crate) fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "amqp-cli-test.{prefix}.{}.{nanos}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// What a run of the binary left.
+#[derive(Debug)]
+pub(crate) struct Out {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl Out {
+    /// Panics with both outputs unless the exit status is 0.
+    #[track_caller]
+    pub(crate) fn ok(self) -> Self {
+        assert_eq!(self.code, Some(0), "expected success: {self:#?}");
+        self
+    }
+
+    /// Panics unless the exit status is `code`, and the error is one line.
+    #[track_caller]
+    pub(crate) fn fails(self, code: i32) -> Self {
+        assert_eq!(self.code, Some(code), "expected exit {code}: {self:#?}");
+        if code == 1 {
+            assert_eq!(self.stderr.lines().count(), 1, "one line: {self:#?}");
+            assert!(self.stderr.starts_with("amqp: error: "), "{self:#?}");
+            assert!(!self.stderr.contains("panicked"), "{self:#?}");
+        }
+        self
+    }
+
+    pub(crate) fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+
+    /// Each stdout line as JSON.
+    pub(crate) fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
+/// Runs `amqp ARGS` with `AMQP_URL` set.
+pub(crate) fn amqp(args: &[&str]) -> Out {
+    amqp_with(args, None, &amqp_url())
+}
+
+/// Runs `amqp ARGS` with `input` on standard input.
+pub(crate) fn amqp_stdin(args: &[&str], input: &[u8]) -> Out {
+    amqp_with(args, Some(input), &amqp_url())
+}
+
+/// Runs `amqp ARGS` against `url`, killing it after [`RUN_TIMEOUT`].
+pub(crate) fn amqp_with(args: &[&str], input: Option<&[u8]>, url: &str) -> Out {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_amqp"))
+        .args(args)
+        .env("AMQP_URL", url)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the amqp binary");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(input).expect("write stdin");
+    }
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).expect("read stdout");
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).expect("read stderr");
+        s
+    });
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("amqp {args:?} ran longer than {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Out {
+        code: status.code(),
+        stdout: reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// A durable queue for one test (RabbitMQ 4 refuses transient non-exclusive ones), with
+/// `x-expires` so a crashed run leaves nothing behind for long; deleted on drop.
+pub(crate) struct TempQueue(pub(crate) String);
+
+impl TempQueue {
+    pub(crate) fn new(prefix: &str) -> Self {
+        require_broker();
+        let name = unique(prefix);
+        amqp(&["declare", "queue", &name, "--arg", "x-expires:int=120000"]).ok();
+        Self(name)
+    }
+}
+
+impl Drop for TempQueue {
+    fn drop(&mut self) {
+        let _ = amqp(&["delete", "queue", &self.0]);
+    }
+}
