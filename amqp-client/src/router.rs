@@ -24,7 +24,7 @@ use crate::connection::{ConnShared, ConnectionEvent, is_local_close};
 use crate::consumer::{ConsumerItem, Delivery};
 use crate::error::{Error, Result};
 use crate::recovery::Replay;
-use crate::topology::Topology;
+use crate::topology::{self, Topology};
 
 /// A delivery waiting for room in its consumer's full buffer; the socket is not read
 /// meanwhile.
@@ -645,9 +645,17 @@ impl Router {
             return;
         };
         let consumer_tag = delivery.consumer_tag.clone();
+        let offset = topology::stream_offset(&delivery.properties);
         let item = Delivery::new(delivery, tx, route.shared.clone(), sink.no_ack);
         match sink.tx.try_send(item) {
-            Ok(()) => {}
+            Ok(()) => {
+                // The application will read it: a recovery resumes the stream after it.
+                if let (Some(offset), Some(spec)) =
+                    (offset, route.consumer_specs.get_mut(&consumer_tag))
+                {
+                    topology::advance_stream_offset(spec, offset);
+                }
+            }
             // Nobody may read it: a cancelled consumer, a closing channel (which drops it).
             Err(TrySendError::Full(_)) if sink.cancelling || engine.channel(channel).is_err() => {
                 settle_quietly(engine, channel, tag, how);
@@ -681,7 +689,20 @@ impl Router {
             return;
         };
         match permit {
-            Ok(permit) => drop(permit.send(parked.item)),
+            Ok(permit) => {
+                let item = &parked.item;
+                let spec = self
+                    .routes
+                    .get_mut(usize::from(item.channel_id().0))
+                    .and_then(Option::as_mut)
+                    .and_then(|route| route.consumer_specs.get_mut(&item.consumer_tag));
+                if let (Some(offset), Some(spec)) =
+                    (topology::stream_offset(&item.properties), spec)
+                {
+                    topology::advance_stream_offset(spec, offset);
+                }
+                drop(permit.send(parked.item));
+            }
             Err(_) => {
                 let item = &parked.item;
                 give_back(

@@ -6,7 +6,7 @@
 //! consumers that named it follow the new name.
 
 use amqp_wire::methods::{BasicConsume, ExchangeBind, ExchangeDeclare, QueueBind, QueueDeclare};
-use amqp_wire::{Method, ShortStr};
+use amqp_wire::{FieldValue, Method, ShortStr};
 
 /// A queue declaration and the name it has now.
 #[derive(Clone, Debug)]
@@ -154,9 +154,66 @@ pub(crate) fn consume_again(spec: &BasicConsume, tag: &ShortStr, queue: &ShortSt
     }
 }
 
+/// The `x-stream-offset` header RabbitMQ puts on each delivery from a stream, if any.
+pub(crate) fn stream_offset(properties: &amqp_wire::BasicProperties) -> Option<i64> {
+    match properties.headers.as_ref()?.get(STREAM_OFFSET)? {
+        FieldValue::I64(o) => Some(*o),
+        FieldValue::I32(o) => Some(i64::from(*o)),
+        FieldValue::U32(o) => Some(i64::from(*o)),
+        _ => None,
+    }
+}
+
+/// A stream consumer (one that consumed with an `x-stream-offset` argument) was handed the
+/// delivery at `offset`: a re-registration after a recovery must start after it, at
+/// `offset + 1`, not at the original offset again (which would deliver the stream from
+/// there once more). Consumers without the argument are left alone.
+pub(crate) fn advance_stream_offset(spec: &mut BasicConsume, offset: i64) {
+    if spec.arguments.get(STREAM_OFFSET).is_some() {
+        spec.arguments
+            .insert(STREAM_OFFSET, offset.saturating_add(1));
+    }
+}
+
+const STREAM_OFFSET: &str = "x-stream-offset";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_consumer_resumes_after_its_last_delivery() {
+        let mut spec = BasicConsume {
+            queue: s("stream"),
+            arguments: [("x-stream-offset", FieldValue::from("first"))]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let delivery = |offset: i64| amqp_wire::BasicProperties {
+            headers: Some([("x-stream-offset", offset)].into_iter().collect()),
+            ..Default::default()
+        };
+        assert_eq!(stream_offset(&amqp_wire::BasicProperties::default()), None);
+        for offset in [0, 1, 41] {
+            let offset = stream_offset(&delivery(offset)).expect("offset header");
+            advance_stream_offset(&mut spec, offset);
+        }
+        let again = consume_again(&spec, &s("ctag"), &s("stream"));
+        assert_eq!(
+            again.arguments.get("x-stream-offset"),
+            Some(&FieldValue::I64(42))
+        );
+        assert_eq!(again.arguments.len(), 1);
+
+        // A consumer of a classic or quorum queue is not changed by a stray header.
+        let mut plain = BasicConsume {
+            queue: s("q"),
+            ..Default::default()
+        };
+        advance_stream_offset(&mut plain, 7);
+        assert!(plain.arguments.get("x-stream-offset").is_none());
+    }
     use amqp_wire::methods::{ExchangeDelete, QueueDeclareOk, QueueDelete, QueueUnbind};
 
     fn s(v: &'static str) -> ShortStr {

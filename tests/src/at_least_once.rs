@@ -43,6 +43,9 @@ pub struct Spec {
     pub persistent: bool,
     /// The durable queue to use; declared at the start, deleted at the end.
     pub queue: String,
+    /// Extra arguments of its declaration (`x-queue-type: quorum`, ...); `x-expires` is
+    /// added unless given.
+    pub queue_arguments: amqp_client::FieldTable,
     /// The producers' connection.
     pub producer: ConnectionConfig,
     /// The consumers' connection.
@@ -251,9 +254,13 @@ where
                 durable: true,
                 // Should a run die before its cleanup, the broker deletes the queue itself
                 // once it has been unused for five minutes.
-                arguments: [("x-expires", amqp_client::FieldValue::from(300_000i32))]
-                    .into_iter()
-                    .collect(),
+                arguments: {
+                    let mut arguments = spec.queue_arguments.clone();
+                    if arguments.get("x-expires").is_none() {
+                        arguments.insert("x-expires", 300_000i32);
+                    }
+                    arguments
+                },
                 ..Default::default()
             },
         )
@@ -498,8 +505,10 @@ async fn collect(
                 }
             }
             Ok(other) => {
-                eprintln!("publish of {seq}: {other:?}");
-                state.counters.publish_errors.fetch_add(1, Ordering::SeqCst);
+                // The first few: a quorum queue nacks thousands while it elects a leader.
+                if state.counters.publish_errors.fetch_add(1, Ordering::SeqCst) < 10 {
+                    eprintln!("publish of {seq}: {other:?}");
+                }
                 let _ = retry.send(seq);
             }
             Err(Error::OutcomeUnknown) => {

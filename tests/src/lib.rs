@@ -13,6 +13,7 @@ use amqp_wire::{
 use bytes::BytesMut;
 
 pub mod at_least_once;
+pub mod cluster;
 pub mod private_node;
 pub mod proxy;
 

@@ -67,6 +67,7 @@ fn stream_spec(messages: u64, producer: ConnectionConfig, consumer: ConnectionCo
         body_size: 16,
         persistent: false,
         queue: unique("at-least-once"),
+        queue_arguments: Default::default(),
         producer,
         consumer,
         drain_timeout: Duration::from_secs(60),

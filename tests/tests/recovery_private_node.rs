@@ -39,6 +39,7 @@ async fn confirmed_messages_survive_a_broker_restart() {
         body_size: 16,
         persistent: true,
         queue: unique("restart"),
+        queue_arguments: Default::default(),
         producer: config(&unique("restart-producer")),
         consumer: config(&unique("restart-consumer")),
         drain_timeout: Duration::from_secs(60),
