@@ -1,0 +1,6 @@
+//! Fuzz target `method`: runs [`amqp_wire_fuzz::check_method`] on every input.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    amqp_wire_fuzz::check_method(data);
+});
