@@ -12,7 +12,7 @@ use amqp_wire::methods::*;
 use amqp_wire::{BasicProperties, ChannelId, DeliveryTag, FieldTable, Method, ReplyCode, ShortStr};
 use bytes::Bytes;
 use futures_core::Stream;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 
 use crate::command::{Command, ConfirmSlot, ConsumerSink, Reply, Settle};
 use crate::connection::ConnShared;
@@ -631,13 +631,21 @@ impl Channel {
         };
         self.shared.conn.wait_unblocked().await?;
         let permit = if self.shared.confirm_mode.load(Ordering::Acquire) {
-            let acquire = self.shared.window.clone().acquire_owned();
-            let permit = tokio::time::timeout(self.timeout, acquire)
-                .await
-                .map_err(|_| Error::Timeout {
-                    operation: "confirm window",
-                    after: self.timeout,
-                })?;
+            // While the window has room, take a place without arming a timeout (a clock read
+            // and a timer handle per publish); only a full window waits, and only so long.
+            let permit = match self.shared.window.clone().try_acquire_owned() {
+                Ok(permit) => Ok(permit),
+                Err(TryAcquireError::Closed) => return Err(self.shared.gone()),
+                Err(TryAcquireError::NoPermits) => {
+                    let acquire = self.shared.window.clone().acquire_owned();
+                    tokio::time::timeout(self.timeout, acquire)
+                        .await
+                        .map_err(|_| Error::Timeout {
+                            operation: "confirm window",
+                            after: self.timeout,
+                        })?
+                }
+            };
             Some(permit.map_err(|_| self.shared.gone())?)
         } else {
             None
@@ -654,7 +662,7 @@ impl Channel {
             slot: ConfirmSlot {
                 tx,
                 message,
-                _permit: permit,
+                permit,
             },
         };
         self.tx

@@ -39,8 +39,10 @@ pub(crate) struct ConfirmSlot {
     pub(crate) tx: oneshot::Sender<Result<Confirmation>>,
     /// The message itself, kept only when `Recovery::republish` may send it again.
     pub(crate) message: Option<Box<(BasicPublish, BasicProperties, Bytes)>>,
-    /// Held, never read: dropping the slot gives the confirm window its place back.
-    pub(crate) _permit: Option<OwnedSemaphorePermit>,
+    /// The slot's place in the confirm window. Dropping the slot gives it back; the broker's
+    /// confirms hand it to [`crate::router::Router`] instead, which gives back a whole batch
+    /// of places at once.
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
 }
 
 /// How a delivery is settled.

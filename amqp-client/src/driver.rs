@@ -39,6 +39,10 @@ const MAX_SLICES: usize = 64;
 /// How long a closed session may go on writing its last octets (a close-ok, say) to a peer
 /// that does not read them.
 const FLUSH_LIMIT: Duration = Duration::from_secs(1);
+/// Commands applied one after the other, without a turn of `select!` between them, when more
+/// are already queued: a burst of publishes or acks then costs one wake-up and one vectored
+/// write, not one of each per command. Bounded, so reads and writes are never starved.
+const COMMAND_BATCH: usize = 64;
 
 /// A byte stream: TCP, or TLS over TCP.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -207,13 +211,21 @@ impl Driver {
         let mut needs_flush = false;
         let mut io_error = None;
         let mut flush_until: Option<Instant> = None;
+        // One timer for the session, moved when the engine's deadline moves: a new `Sleep`
+        // per turn of the loop would register and cancel a timer entry each time.
+        let timer = sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        // Commands applied since the last `select!`.
+        let mut batch = 0;
         loop {
             // Routing an event may queue frames (a requeue, a recovery step): transmit after
             // each, so nothing waits for the next wake-up. While a delivery is parked, the
             // events after it wait in the engine: one read can hold many deliveries, and only
             // one can be parked.
+            let turn = now();
             loop {
-                let _ = engine.poll_transmit(now(), &mut out);
+                let _ = engine.poll_transmit(turn, &mut out);
                 if self.router.parked.is_some() {
                     break;
                 }
@@ -222,6 +234,7 @@ impl Driver {
                 };
                 self.router.route(event, &mut engine);
             }
+            self.router.release_windows();
             let closed = engine.is_closed();
             if closed && out.is_empty() && !needs_flush {
                 break;
@@ -249,6 +262,18 @@ impl Driver {
                 && !closed
                 && self.router.accepts_commands()
                 && out.len() < HIGH_WATER;
+            if take_commands && batch < COMMAND_BATCH {
+                if let Ok(command) = self.commands.try_recv() {
+                    batch += 1;
+                    self.router.apply(command, &mut engine);
+                    continue;
+                }
+            }
+            batch = 0;
+            if let Some(deadline) = deadline.filter(|d| armed != Some(*d)) {
+                timer.as_mut().reset(deadline);
+                armed = Some(deadline);
+            }
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                 rbuf.reserve(READ_CHUNK);
             }
@@ -256,7 +281,7 @@ impl Driver {
                 r = reader.read_buf(&mut rbuf), if can_read => Wake::Read(r),
                 r = write_or_flush(&mut writer, &out), if !out.is_empty() || needs_flush => Wake::Wrote(r),
                 c = self.commands.recv(), if take_commands => Wake::Command(c),
-                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Wake::Timer,
+                () = &mut timer, if deadline.is_some() => Wake::Timer,
                 r = room(self.router.parked.as_ref()), if self.router.parked.is_some() => Wake::Room(r),
             };
             match wake {
@@ -290,6 +315,7 @@ impl Driver {
                     engine.close(amqp_wire::ReplyCode::SUCCESS, "client dropped every handle");
                 }
                 Wake::Timer => {
+                    armed = None;
                     if self.router.parked.is_some() {
                         // We stopped reading for a slow consumer: the broker's silence is ours.
                         engine.handle_peer_activity(now());

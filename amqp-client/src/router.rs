@@ -16,7 +16,7 @@ use amqp_wire::connection::{
 use amqp_wire::methods::{BasicCancel, BasicConsume};
 use amqp_wire::{ChannelId, DeliveryTag, Method, ReplyCode, ShortStr};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 
 use crate::channel::{ChannelShared, Confirmation};
 use crate::command::{Command, ConfirmSlot, ConsumerSink, Reply, Settle};
@@ -150,6 +150,10 @@ pub(crate) struct Router {
     /// The application closed the connection (or dropped every handle).
     app_closed: bool,
     commands_closed: bool,
+    /// Confirm-window places freed by the confirms routed since the last
+    /// [`Router::release_windows`], merged per window: giving a place back locks the window's
+    /// semaphore and may wake a publisher, once per batch instead of once per message.
+    released: Vec<OwnedSemaphorePermit>,
 }
 
 impl Router {
@@ -170,6 +174,7 @@ impl Router {
             closing: Vec::new(),
             generation: 0,
             parked: None,
+            released: Vec::new(),
             topology: Topology::default(),
             replay: None,
             session_open: false,
@@ -735,8 +740,27 @@ impl Router {
             WireConfirmation::Nack => Confirmation::Nack,
             WireConfirmation::Returned(r) => Confirmation::Returned(r),
         };
-        // The permit drops here: the confirm window has room again.
-        let _ = slot.tx.send(Ok(outcome));
+        let ConfirmSlot { tx, permit, .. } = slot;
+        if let Some(permit) = permit {
+            self.release_later(permit);
+        }
+        let _ = tx.send(Ok(outcome));
+    }
+
+    /// Keeps a confirmed publish's window place until [`Router::release_windows`].
+    fn release_later(&mut self, permit: OwnedSemaphorePermit) {
+        match self.released.last_mut() {
+            Some(held) if Arc::ptr_eq(held.semaphore(), permit.semaphore()) => held.merge(permit),
+            _ => self.released.push(permit),
+        }
+    }
+
+    /// Gives the confirm windows the places their confirms freed (the driver calls this
+    /// after routing the events at hand).
+    pub(crate) fn release_windows(&mut self) {
+        if !self.released.is_empty() {
+            self.released.clear();
+        }
     }
 
     pub(crate) fn channel_closed(&mut self, channel: ChannelId, reason: CloseReason) {

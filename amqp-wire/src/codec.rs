@@ -6,10 +6,19 @@
 //!   bytes arrive ──► [1] 7-octet header: type known? channel allowed? size within frame_max?
 //!                        │ no: error before a single payload octet is buffered
 //!                        ▼ yes: reserve room for the rest, return Ok(None) until it is there
-//!                    [2] whole frame in: split it off (no copy), check the 0xCE end octet,
+//!                    [2] whole frame in: check the 0xCE end octet, split it off (no copy),
 //!                        parse the payload with complete parsers (short payload = syntax error)
 //! ```
 //! Only stage 1 returns `Ok(None)`.
+//!
+//! Stage 2 is where the time goes, per frame. Two costs dominate it and shape the code:
+//! - **Reference counts.** Each `Bytes` handle on the read buffer is an atomic increment and,
+//!   when dropped, an atomic decrement (about 8 ns each on a VM). A frame takes one handle
+//!   (`split_to`, narrowed to the payload before `freeze`), each string or table one more;
+//!   a content header with no string property takes none: it is parsed where it lies.
+//! - **Copies of big values.** A `Frame` is 384 octets (a header's properties are 368), and
+//!   each move through a `Result`, a `map(Some)` or a `context` wrapper copies all of it.
+//!   Values are built where they are returned, and a header is decoded in place.
 
 use bytes::{Buf, Bytes, BytesMut};
 use tracing::trace;

@@ -1,5 +1,6 @@
-//! The hot paths do not allocate: decoding deliveries as RabbitMQ sends them, and queueing
-//! publishes on a reused [`Transmit`].
+//! The hot paths do not allocate: decoding deliveries as RabbitMQ sends them, on their own and
+//! through the engine (`Connection::handle_input` and `poll_event`), and queueing publishes on a
+//! reused [`Transmit`].
 //!
 //! A counting global allocator counts `alloc`/`alloc_zeroed`/`realloc` calls made by the
 //! current thread while it is measuring, so the test harness's own threads are not counted.
@@ -14,7 +15,13 @@ use std::cell::Cell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use amqp_wire::methods::{BasicDeliver, BasicPublish};
+use std::time::Instant;
+
+use amqp_wire::connection::{ClientConfig, Connection, Event};
+use amqp_wire::methods::{
+    BasicConsume, BasicConsumeOk, BasicDeliver, BasicPublish, ChannelOpenOk, ConnectionOpenOk,
+    ConnectionStart, ConnectionTune,
+};
 use amqp_wire::{
     BasicProperties, ChannelId, ContentHeader, DeliveryTag, Frame, FrameDecoder, Method, ShortStr,
     Transmit,
@@ -140,6 +147,107 @@ fn decoding_deliveries_does_not_allocate() {
         "{allocations} allocations decoding {} deliveries",
         DELIVERIES - WARM_UP
     );
+}
+
+/// A connection after a scripted handshake (the broker's frames encoded and fed through the
+/// public API), with channel 1 open and a no-ack consumer `amq.ctag-xyz` on it.
+fn consuming_connection(now: Instant) -> Connection {
+    let mut conn = Connection::client(ClientConfig::default(), now);
+    let drain = |conn: &mut Connection| {
+        let mut out = Transmit::new();
+        let _ = conn.poll_transmit(now, &mut out);
+        out.advance(out.remaining());
+    };
+    drain(&mut conn);
+    let feed = |conn: &mut Connection, channel: u16, method: Method| {
+        let mut wire = BytesMut::new();
+        Frame::Method(ChannelId(channel), method)
+            .encode(&mut wire)
+            .unwrap();
+        conn.handle_input(now, &mut wire);
+        drain(conn);
+        std::iter::from_fn(|| conn.poll_event()).count()
+    };
+    let start = ConnectionStart {
+        version_major: 0,
+        version_minor: 9,
+        mechanisms: "PLAIN".into(),
+        locales: "en_US".into(),
+        ..Default::default()
+    };
+    feed(&mut conn, 0, start.into());
+    let tune = ConnectionTune {
+        channel_max: 2047,
+        frame_max: FRAME_MAX,
+        heartbeat: 60,
+    };
+    feed(&mut conn, 0, tune.into());
+    assert_eq!(feed(&mut conn, 0, ConnectionOpenOk.into()), 1, "connected");
+    let channel = conn.open_channel().unwrap();
+    assert_eq!(channel, ChannelId(1));
+    assert_eq!(feed(&mut conn, 1, ChannelOpenOk.into()), 1, "channel open");
+    let consume = BasicConsume {
+        queue: ShortStr::from_static("q"),
+        consumer_tag: ShortStr::from_static("amq.ctag-xyz"),
+        no_ack: true,
+        ..Default::default()
+    };
+    conn.channel(channel).unwrap().call(consume).unwrap();
+    let consume_ok = BasicConsumeOk {
+        consumer_tag: ShortStr::from_static("amq.ctag-xyz"),
+    };
+    assert_eq!(feed(&mut conn, 1, consume_ok.into()), 1, "consume-ok");
+    conn
+}
+
+/// The deliver path through the engine allocates nothing per delivery either: the codec, the
+/// channel's content assembly, the event queue (once it has grown to a read's worth of
+/// events) and `poll_event`.
+#[test]
+fn deliveries_through_the_engine_do_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    let mut conn = consuming_connection(now);
+    // Reads of 100 deliveries each, as a socket would hand them over.
+    let reads: Vec<BytesMut> = (0..DELIVERIES as u64 / 100)
+        .map(|read| {
+            let mut src = BytesMut::new();
+            for tag in read * 100 + 1..=read * 100 + 100 {
+                encode_delivery(&mut src, tag);
+            }
+            // `bytes` allocates once per buffer, at its first split (the buffer becomes
+            // shared): a driver pays that per read buffer, not per delivery. Done here.
+            drop(src.split_to(0));
+            src
+        })
+        .collect();
+    let mut reads = reads.into_iter();
+    let handle = |conn: &mut Connection, mut src: BytesMut| {
+        conn.handle_input(now, &mut src);
+        assert!(src.is_empty());
+        let mut deliveries = 0;
+        while let Some(event) = conn.poll_event() {
+            assert!(matches!(event, Event::Delivery { .. }), "{event:?}");
+            deliveries += 1;
+        }
+        assert_eq!(deliveries, 100);
+    };
+    for src in reads.by_ref().take(WARM_UP / 100) {
+        handle(&mut conn, src);
+    }
+    let allocations = allocations_in(|| {
+        for src in reads.by_ref() {
+            handle(&mut conn, src);
+        }
+    });
+    assert_eq!(
+        allocations,
+        0,
+        "{allocations} allocations handling {} deliveries",
+        DELIVERIES - WARM_UP
+    );
+    let _ = conn.poll_transmit(now, &mut Transmit::new());
+    assert!(!conn.is_closed());
 }
 
 /// Queues publishes of `body` on one reused [`Transmit`], `batch` at a time, draining the

@@ -51,7 +51,6 @@ pub struct BasicQos {
 }
 
 impl Args for BasicQos {
-    #[inline]
     fn decode<'a>(_src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, prefetch_size) = long(i)?;
         let (i, prefetch_count) = short(i)?;
@@ -100,7 +99,6 @@ pub struct BasicConsume {
 }
 
 impl Args for BasicConsume {
-    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, _ticket) = short(i)?;
         let (i, queue) = short_str(src, i)?;
@@ -148,7 +146,6 @@ pub struct BasicConsumeOk {
 }
 
 impl Args for BasicConsumeOk {
-    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, consumer_tag) = short_str(src, i)?;
         Ok((i, Self { consumer_tag }))
@@ -171,7 +168,6 @@ pub struct BasicCancel {
 }
 
 impl Args for BasicCancel {
-    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, consumer_tag) = short_str(src, i)?;
         let (i, bits) = octet(i)?;
@@ -200,7 +196,6 @@ pub struct BasicCancelOk {
 }
 
 impl Args for BasicCancelOk {
-    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, consumer_tag) = short_str(src, i)?;
         Ok((i, Self { consumer_tag }))
@@ -227,7 +222,6 @@ pub struct BasicPublish {
 }
 
 impl Args for BasicPublish {
-    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, _ticket) = short(i)?;
         let (i, exchange) = short_str(src, i)?;
@@ -281,7 +275,6 @@ impl Default for BasicReturn {
 }
 
 impl Args for BasicReturn {
-    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, reply_code) = short(i)?;
         let (i, reply_text) = short_str(src, i)?;
@@ -327,7 +320,6 @@ pub struct BasicDeliver {
 }
 
 impl Args for BasicDeliver {
-    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, consumer_tag) = short_str(src, i)?;
         let (i, delivery_tag) = longlong(i)?;
@@ -371,7 +363,6 @@ pub struct BasicGet {
 }
 
 impl Args for BasicGet {
-    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, _ticket) = short(i)?;
         let (i, queue) = short_str(src, i)?;
@@ -410,7 +401,6 @@ pub struct BasicGetOk {
 }
 
 impl Args for BasicGetOk {
-    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, delivery_tag) = longlong(i)?;
         let (i, bits) = octet(i)?;
@@ -445,7 +435,6 @@ impl Args for BasicGetOk {
 pub struct BasicGetEmpty;
 
 impl Args for BasicGetEmpty {
-    #[inline]
     fn decode<'a>(src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, _cluster_id) = short_str(src, i)?;
         Ok((i, Self))
@@ -468,7 +457,6 @@ pub struct BasicAck {
 }
 
 impl Args for BasicAck {
-    #[inline]
     fn decode<'a>(_src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, delivery_tag) = longlong(i)?;
         let (i, bits) = octet(i)?;
@@ -500,7 +488,6 @@ pub struct BasicReject {
 }
 
 impl Args for BasicReject {
-    #[inline]
     fn decode<'a>(_src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, delivery_tag) = longlong(i)?;
         let (i, bits) = octet(i)?;
@@ -530,7 +517,6 @@ pub struct BasicRecoverAsync {
 }
 
 impl Args for BasicRecoverAsync {
-    #[inline]
     fn decode<'a>(_src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, bits) = octet(i)?;
         Ok((
@@ -556,7 +542,6 @@ pub struct BasicRecover {
 }
 
 impl Args for BasicRecover {
-    #[inline]
     fn decode<'a>(_src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, bits) = octet(i)?;
         Ok((
@@ -590,7 +575,6 @@ pub struct BasicNack {
 }
 
 impl Args for BasicNack {
-    #[inline]
     fn decode<'a>(_src: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, delivery_tag) = longlong(i)?;
         let (i, bits) = octet(i)?;

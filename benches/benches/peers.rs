@@ -1,0 +1,226 @@
+//! Our codec side by side with `amq-protocol` (lapin's codec), doing the same work on the same
+//! bytes; rates are per message (`Throughput::Elements`).
+//!
+//! - `peers_deliver_decode/{ours,amq-protocol,floor}/SIZE[+headers]`: 10,000 deliveries as
+//!   RabbitMQ sends them (`basic.deliver`, content header, body frames of at most 128 KiB),
+//!   16 B, 4 KiB and 128 KiB bodies, with and without a 5-entry headers table and a message id.
+//!   Ours is [`FrameDecoder::decode`] over a `BytesMut` filled before timing starts (as a
+//!   socket read leaves it); amq-protocol's is [`parse_frame`] over the same octets as a
+//!   `&[u8]`, advancing by what it consumed, as lapin's I/O loop does over its buffer. The
+//!   floor only finds the frames ([`scan_frames`]): no decoder can do less.
+//! - `peers_publish_encode/{ours,amq-protocol}/SIZE`: 10,000 publishes of one body to the
+//!   default exchange, persistent. Ours queues each on a reused [`Transmit`]
+//!   ([`Transmit::push_publish`]) and drains it as a vectored write would. amq-protocol's does
+//!   what lapin's `basic_publish` does for each message: builds the method, header and body
+//!   `AMQPFrame`s (the body copied into `Vec`s of at most `frame_max - 8` octets, lapin's
+//!   `send_method_frame_with_body`) and serialises them with [`gen_frame`] into a reused send
+//!   buffer.
+//! - `peers_field_table/{ours,amq-protocol}/{encode,decode}`: the 20-entry table of
+//!   [`field_table_20`], amq-protocol's being the same table parsed by amq-protocol.
+
+use std::hint::black_box;
+
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame, parse_frame};
+use amq_protocol::protocol::{AMQPClass, BasicProperties as AmqProperties, basic};
+use amq_protocol::types::FieldTable as AmqTable;
+use amq_protocol::types::generation::gen_field_table;
+use amq_protocol::types::parsing::parse_field_table;
+use amqp_benches::{
+    CHANNEL, FRAME_MAX, MESSAGES, body, delivery_stream, drain, field_table_20, publish_method,
+    publish_properties, scan_frames,
+};
+use amqp_wire::{FieldTable, FrameDecoder, Transmit};
+use bytes::{Bytes, BytesMut};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+/// Body sizes and their labels.
+const BODIES: [(usize, &str); 3] = [(16, "16B"), (4096, "4KiB"), (131_072, "128KiB")];
+
+/// Decodes every frame in `src` with our decoder; returns how many there were.
+fn decode_ours(decoder: &mut FrameDecoder, src: &mut BytesMut) -> usize {
+    let mut frames = 0;
+    while let Some(frame) = decoder.decode(src).expect("a valid stream") {
+        black_box(frame);
+        frames += 1;
+    }
+    frames
+}
+
+/// Decodes every frame in `stream` with amq-protocol's parser; returns how many there were.
+fn decode_amq(stream: &[u8]) -> usize {
+    let mut rest = stream;
+    let mut frames = 0;
+    while !rest.is_empty() {
+        let (next, frame) = parse_frame(rest).expect("a valid stream");
+        black_box(frame);
+        rest = next;
+        frames += 1;
+    }
+    frames
+}
+
+fn deliver_decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("peers_deliver_decode");
+    group.throughput(Throughput::Elements(MESSAGES as u64));
+    for (len, label) in BODIES {
+        // A 128 KiB stream is 1.3 GB: filling the read buffer takes longer than decoding it.
+        group.sample_size(if len > 4096 { 10 } else { 50 });
+        for rich in [false, true] {
+            let stream = delivery_stream(MESSAGES, len, rich);
+            let frames = scan_frames(&stream).expect("a valid stream");
+            let id = if rich {
+                format!("{label}+headers")
+            } else {
+                label.to_owned()
+            };
+            group.bench_with_input(BenchmarkId::new("ours", &id), &stream, |b, stream| {
+                let mut decoder = FrameDecoder::new(FRAME_MAX);
+                b.iter_batched(
+                    || BytesMut::from(&stream[..]),
+                    |mut src| {
+                        assert_eq!(decode_ours(&mut decoder, &mut src), frames);
+                        src
+                    },
+                    BatchSize::PerIteration,
+                );
+            });
+            group.bench_with_input(
+                BenchmarkId::new("amq-protocol", &id),
+                &stream,
+                |b, stream| b.iter(|| assert_eq!(decode_amq(black_box(stream)), frames)),
+            );
+            group.bench_with_input(BenchmarkId::new("floor", &id), &stream, |b, stream| {
+                b.iter(|| assert_eq!(scan_frames(black_box(stream)), Some(frames)));
+            });
+        }
+    }
+    group.finish();
+}
+
+/// What lapin's `basic_publish` queues for one message: the method, the header and the body
+/// cut into owned chunks of at most `frame_max - 8` octets.
+fn amq_publish_frames(
+    exchange: &str,
+    routing_key: &str,
+    properties: &AmqProperties,
+    payload: &[u8],
+) -> Vec<AMQPFrame> {
+    let channel = CHANNEL.0;
+    let method = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+        exchange: exchange.into(),
+        routing_key: routing_key.into(),
+        mandatory: false,
+        immediate: false,
+    }));
+    let header = AMQPContentHeader {
+        class_id: 60,
+        body_size: payload.len() as u64,
+        properties: properties.clone(),
+    };
+    let mut frames = vec![
+        AMQPFrame::Method(channel, method),
+        AMQPFrame::Header(channel, header),
+    ];
+    let chunk = FRAME_MAX as usize - 8;
+    frames.extend(
+        payload
+            .chunks(chunk)
+            .map(|c| AMQPFrame::Body(channel, c.into())),
+    );
+    frames
+}
+
+/// Serialises `frames` at the end of `buffer` with amq-protocol's generator.
+fn amq_serialise(frames: &[AMQPFrame], buffer: &mut Vec<u8>) {
+    for frame in frames {
+        let context = WriteContext::from(std::mem::take(buffer));
+        let (written, _) = gen_frame(frame)(context)
+            .expect("a publish serialises")
+            .into_inner();
+        *buffer = written;
+    }
+}
+
+fn publish_encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("peers_publish_encode");
+    group.throughput(Throughput::Elements(MESSAGES as u64));
+    let publish = publish_method();
+    let properties = publish_properties();
+    let amq_properties = AmqProperties::default().with_delivery_mode(2);
+    for (len, label) in BODIES {
+        group.sample_size(if len > 4096 { 10 } else { 50 });
+        let body = body(len);
+        let mut out = Transmit::new();
+        group.bench_function(BenchmarkId::new("ours", label), |b| {
+            b.iter(|| {
+                for _ in 0..MESSAGES {
+                    out.push_publish(CHANNEL, &publish, &properties, body.clone(), FRAME_MAX)
+                        .expect("a publish fits its frames");
+                }
+                drain(&mut out)
+            });
+        });
+        let mut buffer = Vec::new();
+        group.bench_function(BenchmarkId::new("amq-protocol", label), |b| {
+            b.iter(|| {
+                buffer.clear();
+                for _ in 0..MESSAGES {
+                    let frames = amq_publish_frames("", "bench", &amq_properties, &body);
+                    amq_serialise(&frames, &mut buffer);
+                }
+                buffer.len()
+            });
+        });
+    }
+    group.finish();
+}
+
+/// amq-protocol's parse of one of our encoded tables.
+fn amq_table(encoded: &[u8]) -> AmqTable {
+    let (rest, table) = parse_field_table(encoded).expect("amq-protocol reads our table");
+    assert!(rest.is_empty());
+    table
+}
+
+fn field_table(c: &mut Criterion) {
+    let mut group = c.benchmark_group("peers_field_table");
+    group.throughput(Throughput::Elements(1));
+    let table = field_table_20();
+    let mut encoded = BytesMut::new();
+    table.encode(&mut encoded);
+    let encoded: Bytes = encoded.freeze();
+    let theirs = amq_table(&encoded);
+    assert_eq!(theirs.inner().len(), 20);
+
+    let mut dst = BytesMut::with_capacity(encoded.len());
+    group.bench_function(BenchmarkId::new("ours", "encode"), |b| {
+        b.iter(|| {
+            dst.clear();
+            black_box(&table).encode(&mut dst);
+            dst.len()
+        });
+    });
+    let mut buffer = Vec::with_capacity(encoded.len());
+    group.bench_function(BenchmarkId::new("amq-protocol", "encode"), |b| {
+        b.iter(|| {
+            buffer.clear();
+            let context = WriteContext::from(std::mem::take(&mut buffer));
+            let (written, _) = gen_field_table(black_box(&theirs))(context)
+                .expect("the table serialises")
+                .into_inner();
+            buffer = written;
+            buffer.len()
+        });
+    });
+    assert_eq!(buffer.len(), encoded.len(), "both encode the same octets");
+    group.bench_function(BenchmarkId::new("ours", "decode"), |b| {
+        b.iter(|| FieldTable::decode(black_box(&encoded)).expect("a valid table"));
+    });
+    group.bench_function(BenchmarkId::new("amq-protocol", "decode"), |b| {
+        b.iter(|| amq_table(black_box(&encoded)));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, deliver_decode, publish_encode, field_table);
+criterion_main!(benches);
