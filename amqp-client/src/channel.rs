@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use amqp_wire::connection::Returned;
+use amqp_wire::connection::{Returned, UsageError};
 use amqp_wire::methods::*;
 use amqp_wire::{BasicProperties, ChannelId, DeliveryTag, FieldTable, Method, ReplyCode, ShortStr};
 use bytes::Bytes;
@@ -59,6 +59,17 @@ impl ChannelShared {
         }
     }
 
+    /// A command can reach the driver just after the broker closed its channel; the driver
+    /// then knows only that the channel is not open. The channel's own error says why.
+    pub(crate) fn explain(&self, error: Error) -> Error {
+        match error {
+            Error::Usage(UsageError::ChannelNotOpen(id)) if id == self.id => {
+                self.closed.get().cloned().unwrap_or(error)
+            }
+            other => other,
+        }
+    }
+
     /// The error of a channel whose driver is gone or which has closed.
     pub(crate) fn gone(&self) -> Error {
         self.closed
@@ -99,7 +110,7 @@ impl Future for Confirm {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok(outcome)) => Poll::Ready(outcome),
+            Poll::Ready(Ok(outcome)) => Poll::Ready(outcome.map_err(|e| self.channel.explain(e))),
             Poll::Ready(Err(_)) => Poll::Ready(Err(self.channel.gone())),
             Poll::Pending => Poll::Pending,
         }
@@ -228,12 +239,13 @@ impl Channel {
                 .map_err(|_| self.shared.gone())?;
             rx.await.map_err(|_| self.shared.gone())?
         };
-        tokio::time::timeout(self.timeout, exchange)
+        let reply = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| Error::Timeout {
                 operation,
                 after: self.timeout,
-            })?
+            })?;
+        reply.map_err(|e| self.shared.explain(e))
     }
 
     /// A request whose reply carries nothing the caller needs.

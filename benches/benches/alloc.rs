@@ -75,8 +75,10 @@ fn allocations_in(f: impl FnOnce()) -> usize {
     ALLOCATIONS.load(Ordering::Relaxed) - before
 }
 
-/// Messages per count: enough that one-off growth (a buffer, a decoder) is noise.
+/// Messages per count under `cargo bench`: enough that one-off growth (a buffer, a decoder)
+/// is noise. `cargo test --all-targets` runs this file unoptimised, as a smoke test: 64.
 const COUNT: usize = 2_000;
+const SMOKE_COUNT: usize = 64;
 
 const BODIES: [(usize, &str); 3] = [(16, "16B"), (4096, "4KiB"), (131_072, "128KiB")];
 
@@ -87,12 +89,12 @@ struct Row {
     per_message: f64,
 }
 
-fn deliveries(rows: &mut Vec<Row>) {
+fn deliveries(rows: &mut Vec<Row>, count: usize) {
     let now = Instant::now();
     for (len, label) in BODIES {
         for rich in [false, true] {
             let case = format!("deliver {label}{}", if rich { "+headers" } else { "" });
-            let stream = delivery_stream(COUNT, len, rich);
+            let stream = delivery_stream(count, len, rich);
 
             let mut src = BytesMut::from(&stream[..]);
             let mut decoder = FrameDecoder::new(FRAME_MAX);
@@ -118,7 +120,7 @@ fn deliveries(rows: &mut Vec<Row>) {
                     }
                 }
             });
-            assert_eq!(delivered, COUNT);
+            assert_eq!(delivered, count);
             drop(reads);
 
             let amq = allocations_in(|| {
@@ -137,14 +139,14 @@ fn deliveries(rows: &mut Vec<Row>) {
                 rows.push(Row {
                     case: case.clone(),
                     codec,
-                    per_message: n as f64 / COUNT as f64,
+                    per_message: n as f64 / count as f64,
                 });
             }
         }
     }
 }
 
-fn publishes(rows: &mut Vec<Row>) {
+fn publishes(rows: &mut Vec<Row>, count: usize) {
     let publish = publish_method();
     let properties = publish_properties();
     let amq_properties = AmqProperties::default().with_delivery_mode(2);
@@ -153,7 +155,7 @@ fn publishes(rows: &mut Vec<Row>) {
         let mut out = Transmit::new();
         let publish_all = |out: &mut Transmit| {
             // 64 publishes per vectored write, as a busy driver's writes carry.
-            for _ in 0..COUNT / 64 {
+            for _ in 0..count / 64 {
                 for _ in 0..64 {
                     out.push_publish(CHANNEL, &publish, &properties, body.clone(), FRAME_MAX)
                         .expect("a publish fits its frames");
@@ -166,7 +168,7 @@ fn publishes(rows: &mut Vec<Row>) {
 
         let mut buffer = Vec::new();
         let amq_all = |buffer: &mut Vec<u8>| {
-            for _ in 0..COUNT / 64 {
+            for _ in 0..count / 64 {
                 buffer.clear();
                 for _ in 0..64 {
                     for frame in amq_publish_frames(&amq_properties, &body) {
@@ -181,7 +183,7 @@ fn publishes(rows: &mut Vec<Row>) {
         };
         amq_all(&mut buffer);
         let amq = allocations_in(|| amq_all(&mut buffer));
-        let sent = (COUNT / 64 * 64) as f64;
+        let sent = (count / 64 * 64) as f64;
         rows.push(Row {
             case: format!("publish {label}"),
             codec: "ours",
@@ -220,23 +222,22 @@ fn amq_publish_frames(properties: &AmqProperties, payload: &[u8]) -> Vec<AMQPFra
     frames
 }
 
-fn tables(rows: &mut Vec<Row>) {
+fn tables(rows: &mut Vec<Row>, n: usize) {
     let table = field_table_20();
     let mut encoded = BytesMut::new();
     table.encode(&mut encoded);
     let encoded = encoded.freeze();
     let (_, theirs) = parse_field_table(&encoded[..]).expect("amq-protocol reads our table");
-    const N: usize = 1000;
     let mut dst = BytesMut::with_capacity(encoded.len());
     let ours_enc = allocations_in(|| {
-        for _ in 0..N {
+        for _ in 0..n {
             dst.clear();
             table.encode(&mut dst);
         }
     });
     let mut buffer = Vec::with_capacity(encoded.len());
     let amq_enc = allocations_in(|| {
-        for _ in 0..N {
+        for _ in 0..n {
             buffer.clear();
             let context = WriteContext::from(std::mem::take(&mut buffer));
             buffer = gen_field_table(&theirs)(context)
@@ -246,16 +247,16 @@ fn tables(rows: &mut Vec<Row>) {
         }
     });
     let ours_dec = allocations_in(|| {
-        for _ in 0..N {
+        for _ in 0..n {
             black_box(FieldTable::decode(&encoded).expect("valid"));
         }
     });
     let amq_dec = allocations_in(|| {
-        for _ in 0..N {
+        for _ in 0..n {
             black_box(parse_field_table(&encoded[..]).expect("valid"));
         }
     });
-    for (case, codec, n) in [
+    for (case, codec, allocs) in [
         ("table20 encode", "ours", ours_enc),
         ("table20 encode", "amq-protocol", amq_enc),
         ("table20 decode", "ours", ours_dec),
@@ -264,23 +265,29 @@ fn tables(rows: &mut Vec<Row>) {
         rows.push(Row {
             case: case.to_owned(),
             codec,
-            per_message: n as f64 / N as f64,
+            per_message: allocs as f64 / n as f64,
         });
     }
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter argument would mean nothing here.
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not (a smoke test, whose
+    // unoptimised counts are not written).
+    let bench = std::env::args().any(|a| a == "--bench");
+    let count = if bench { COUNT } else { SMOKE_COUNT };
     let mut rows = Vec::new();
-    deliveries(&mut rows);
-    publishes(&mut rows);
-    tables(&mut rows);
+    deliveries(&mut rows, count);
+    publishes(&mut rows, count);
+    tables(&mut rows, count);
     println!("{:<24} {:<14} {:>12}", "case", "codec", "allocs/msg");
     for row in &rows {
         println!(
             "{:<24} {:<14} {:>12.2}",
             row.case, row.codec, row.per_message
         );
+    }
+    if !bench {
+        return;
     }
     let json: Vec<serde_json::Value> = rows
         .iter()

@@ -33,6 +33,17 @@ use amqp_wire::{FieldTable, FrameDecoder, Transmit};
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
+/// Messages per measured stream: [`MESSAGES`] under `cargo bench`; 100 when `cargo test
+/// --all-targets` runs each benchmark once, unoptimised, as a smoke test (a 128 KiB stream of
+/// 10,000 messages is 1.3 GB).
+fn messages() -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        MESSAGES
+    } else {
+        100
+    }
+}
+
 /// Body sizes and their labels.
 const BODIES: [(usize, &str); 3] = [(16, "16B"), (4096, "4KiB"), (131_072, "128KiB")];
 
@@ -61,12 +72,13 @@ fn decode_amq(stream: &[u8]) -> usize {
 
 fn deliver_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("peers_deliver_decode");
-    group.throughput(Throughput::Elements(MESSAGES as u64));
+    let count = messages();
+    group.throughput(Throughput::Elements(count as u64));
     for (len, label) in BODIES {
         // A 128 KiB stream is 1.3 GB: filling the read buffer takes longer than decoding it.
         group.sample_size(if len > 4096 { 10 } else { 50 });
         for rich in [false, true] {
-            let stream = delivery_stream(MESSAGES, len, rich);
+            let stream = delivery_stream(count, len, rich);
             let frames = scan_frames(&stream).expect("a valid stream");
             let id = if rich {
                 format!("{label}+headers")
@@ -143,7 +155,8 @@ fn amq_serialise(frames: &[AMQPFrame], buffer: &mut Vec<u8>) {
 
 fn publish_encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("peers_publish_encode");
-    group.throughput(Throughput::Elements(MESSAGES as u64));
+    let count = messages();
+    group.throughput(Throughput::Elements(count as u64));
     let publish = publish_method();
     let properties = publish_properties();
     let amq_properties = AmqProperties::default().with_delivery_mode(2);
@@ -153,7 +166,7 @@ fn publish_encode(c: &mut Criterion) {
         let mut out = Transmit::new();
         group.bench_function(BenchmarkId::new("ours", label), |b| {
             b.iter(|| {
-                for _ in 0..MESSAGES {
+                for _ in 0..count {
                     out.push_publish(CHANNEL, &publish, &properties, body.clone(), FRAME_MAX)
                         .expect("a publish fits its frames");
                 }
@@ -164,7 +177,7 @@ fn publish_encode(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("amq-protocol", label), |b| {
             b.iter(|| {
                 buffer.clear();
-                for _ in 0..MESSAGES {
+                for _ in 0..count {
                     let frames = amq_publish_frames("", "bench", &amq_properties, &body);
                     amq_serialise(&frames, &mut buffer);
                 }

@@ -178,7 +178,7 @@ impl Peer {
                 ConnectionTune {
                     channel_max: 2047,
                     frame_max: FRAME_MAX,
-                    // RabbitMQ's default; amqprs cannot take 0. Runs are far shorter than 60 s.
+                    // RabbitMQ's default. Runs are far shorter than 60 s: nobody misses one.
                     heartbeat: 60,
                 },
             ),
