@@ -1,30 +1,20 @@
 //! [`Channel`]: the handle most of the API hangs on.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use amqp_wire::connection::{Returned, UsageError};
+use amqp_wire::connection::UsageError;
 use amqp_wire::methods::*;
-use amqp_wire::{BasicProperties, ChannelId, DeliveryTag, FieldTable, Method, ReplyCode, ShortStr};
-use bytes::Bytes;
-use futures_core::Stream;
-use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
+use amqp_wire::{ChannelId, DeliveryTag, FieldTable, Method, ReplyCode, ShortStr};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::command::{Command, ConfirmSlot, ConsumerSink, Reply, Settle};
+use crate::command::{Command, ConsumerSink, Reply, Settle};
 use crate::connection::ConnShared;
-use crate::consumer::{Consumer, Delivery};
 use crate::error::{Error, Result};
 use crate::options::{
-    ConsumeOptions, ExchangeDeclareOptions, ExchangeKind, PublishOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    ExchangeDeclareOptions, ExchangeKind, QueueDeclareOptions, QueueDeleteOptions,
 };
-
-/// A consumer's buffer when neither `buffer` nor a prefetch count says otherwise.
-const DEFAULT_CONSUMER_BUFFER: usize = 1024;
 
 /// What the driver and every handle of one channel share.
 #[derive(Debug)]
@@ -79,44 +69,6 @@ impl ChannelShared {
     }
 }
 
-/// The outcome of a publish.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum Confirmation {
-    /// The broker took responsibility for the message.
-    Ack,
-    /// The broker refused it (a full queue with `x-overflow: reject-publish`, an internal
-    /// error): publish it again or give up.
-    Nack,
-    /// It was mandatory and no queue took it; the broker returned it, then acked.
-    Returned(Box<Returned>),
-    /// The channel is not in confirm mode: the message was handed to the connection, and
-    /// nothing more will be known of it.
-    NotRequested,
-}
-
-/// A publish's pending outcome: a future of its [`Confirmation`].
-///
-/// Publishes can be pipelined: publish thousands, then await their `Confirm`s in any order.
-#[derive(Debug)]
-#[must_use = "a Confirm says whether the broker took the message"]
-pub struct Confirm {
-    rx: oneshot::Receiver<Result<Confirmation>>,
-    channel: Arc<ChannelShared>,
-}
-
-impl Future for Confirm {
-    type Output = Result<Confirmation>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok(outcome)) => Poll::Ready(outcome.map_err(|e| self.channel.explain(e))),
-            Poll::Ready(Err(_)) => Poll::Ready(Err(self.channel.gone())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
 /// What `queue.declare` answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueInfo {
@@ -126,30 +78,6 @@ pub struct QueueInfo {
     pub message_count: u32,
     /// Consumers on the queue.
     pub consumer_count: u32,
-}
-
-/// A message taken with [`Channel::get`].
-#[derive(Debug)]
-pub struct GetMessage {
-    /// The message.
-    pub delivery: Delivery,
-    /// Messages left in the queue.
-    pub message_count: u32,
-}
-
-/// A stream of the mandatory messages the broker returned on a channel that is not in
-/// confirm mode (in confirm mode they come as [`Confirmation::Returned`]).
-#[derive(Debug)]
-pub struct Returns {
-    rx: mpsc::Receiver<Returned>,
-}
-
-impl Stream for Returns {
-    type Item = Returned;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Returned>> {
-        self.rx.poll_recv(cx)
-    }
 }
 
 /// An AMQP channel. Cheap to clone; every clone is the same channel.
@@ -174,7 +102,7 @@ impl Stream for Returns {
 pub struct Channel {
     pub(crate) shared: Arc<ChannelShared>,
     pub(crate) tx: mpsc::Sender<Command>,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Channel {
@@ -214,14 +142,18 @@ impl Channel {
             .cloned()
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         match self.close_reason() {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
-    async fn request(&self, method: Method, consumer: Option<ConsumerSink>) -> Result<Reply> {
+    pub(crate) async fn request(
+        &self,
+        method: Method,
+        consumer: Option<ConsumerSink>,
+    ) -> Result<Reply> {
         self.check_open()?;
         let operation = method.name();
         let (reply, rx) = oneshot::channel();
@@ -249,7 +181,7 @@ impl Channel {
     }
 
     /// A request whose reply carries nothing the caller needs.
-    async fn call(&self, method: impl Into<Method>) -> Result<Method> {
+    pub(crate) async fn call(&self, method: impl Into<Method>) -> Result<Method> {
         match self.request(method.into(), None).await? {
             Reply::Method(m) => Ok(m),
             other => Err(unexpected_reply(&other)),
@@ -444,146 +376,6 @@ impl Channel {
         }
     }
 
-    /// Limits unacknowledged deliveries (`basic.qos`): per consumer created afterwards, or
-    /// with `global` for the whole channel (RabbitMQ's meaning; 4.x denies global by default).
-    ///
-    /// # Errors
-    /// When the channel or connection is gone.
-    pub async fn qos(&self, prefetch_count: u16, global: bool) -> Result<()> {
-        self.call(BasicQos {
-            prefetch_size: 0,
-            prefetch_count,
-            global,
-        })
-        .await?;
-        if !global {
-            self.shared
-                .prefetch
-                .store(u32::from(prefetch_count), Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    /// Starts a consumer (`basic.consume`) and returns its stream of deliveries.
-    ///
-    /// # Errors
-    /// 404 for a missing queue, 403 for an exclusive consume of a queue with consumers;
-    /// [`Error::Usage`] for a consumer tag already used on this channel.
-    pub async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
-        let capacity =
-            options
-                .buffer
-                .unwrap_or(match self.shared.prefetch.load(Ordering::Relaxed) {
-                    0 => DEFAULT_CONSUMER_BUFFER,
-                    n => n as usize,
-                });
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let end = Arc::new(Mutex::new(None));
-        let method = BasicConsume {
-            queue: short("queue", queue)?,
-            consumer_tag: short("consumer tag", &options.consumer_tag)?,
-            no_local: false,
-            no_ack: options.no_ack,
-            exclusive: options.exclusive,
-            no_wait: false,
-            arguments: options.arguments,
-        };
-        let sink = ConsumerSink {
-            tx,
-            end: end.clone(),
-            no_ack: options.no_ack,
-            cancelling: false,
-        };
-        match self.request(method.into(), Some(sink)).await? {
-            Reply::Method(Method::BasicConsumeOk(ok)) => {
-                Ok(Consumer::new(ok.consumer_tag, rx, end, self.clone()))
-            }
-            other => Err(unexpected_reply(&other)),
-        }
-    }
-
-    /// Cancels a consumer by tag (`basic.cancel`); its stream ends.
-    ///
-    /// # Errors
-    /// When the channel or connection is gone.
-    pub async fn cancel(&self, consumer_tag: &[u8]) -> Result<()> {
-        let tag = ShortStr::from_bytes(Bytes::copy_from_slice(consumer_tag)).map_err(|e| {
-            Error::NameTooLong {
-                what: "consumer tag",
-                len: e.0,
-            }
-        })?;
-        self.call(crate::consumer::cancel_method(&tag))
-            .await
-            .map(drop)
-    }
-
-    /// Sends `basic.cancel` without waiting (for a consumer being dropped).
-    pub(crate) fn cancel_now(&self, tag: &ShortStr) {
-        if self.is_closed() {
-            return;
-        }
-        let (reply, _) = oneshot::channel();
-        let command = Command::Call {
-            channel: self.shared.id,
-            generation: self.shared.generation,
-            method: crate::consumer::cancel_method(tag).into(),
-            reply,
-            consumer: None,
-        };
-        if self.tx.try_send(command).is_err() {
-            tracing::warn!(channel = self.shared.id.0, tag = %tag, "could not cancel a dropped consumer");
-        }
-    }
-
-    /// Takes one message from a queue (`basic.get`), or `None` when it is empty.
-    ///
-    /// # Errors
-    /// 404 for a missing queue.
-    pub async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<GetMessage>> {
-        match self
-            .request(
-                BasicGet {
-                    queue: short("queue", queue)?,
-                    no_ack,
-                }
-                .into(),
-                None,
-            )
-            .await?
-        {
-            Reply::Get(None) => Ok(None),
-            Reply::Get(Some(got)) => {
-                let (wire, message_count) = *got;
-                Ok(Some(GetMessage {
-                    delivery: Delivery::new(wire, self.tx.clone(), self.shared.clone(), no_ack),
-                    message_count,
-                }))
-            }
-            other => Err(unexpected_reply(&other)),
-        }
-    }
-
-    /// Asks the broker to redeliver every unacknowledged message of the channel
-    /// (`basic.recover` with requeue).
-    ///
-    /// # Errors
-    /// When the channel or connection is gone.
-    pub async fn recover(&self) -> Result<()> {
-        self.call(BasicRecover { requeue: true }).await.map(drop)
-    }
-
-    /// Puts the channel in confirm mode (`confirm.select`): every later publish's
-    /// [`Confirm`] resolves with the broker's ack, nack or return.
-    ///
-    /// # Errors
-    /// 406 / [`Error::Usage`] on a transactional channel.
-    pub async fn confirm_select(&self) -> Result<()> {
-        self.call(ConfirmSelect { no_wait: false }).await?;
-        self.shared.confirm_mode.store(true, Ordering::Release);
-        Ok(())
-    }
-
     /// Makes the channel transactional (`tx.select`).
     ///
     /// # Errors
@@ -615,76 +407,6 @@ impl Channel {
     /// [`Error::Usage`] for `active: false`.
     pub async fn flow(&self, active: bool) -> Result<()> {
         self.call(ChannelFlow { active }).await.map(drop)
-    }
-
-    /// Publishes a message. Waits while the connection's output is full (a slow socket),
-    /// while the broker blocks publishers, and, in confirm mode, while the channel already
-    /// has `confirm_window` publishes unconfirmed. The returned [`Confirm`] resolves with the
-    /// outcome.
-    ///
-    /// # Errors
-    /// [`Error::Blocked`] when the broker stays blocked past `blocked_timeout`;
-    /// [`Error::Timeout`] when the confirm window stays full; the channel's error if closed.
-    pub async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        options: PublishOptions,
-        properties: BasicProperties,
-        body: impl Into<Bytes>,
-    ) -> Result<Confirm> {
-        self.check_open()?;
-        let body = body.into();
-        let publish = BasicPublish {
-            exchange: short("exchange", exchange)?,
-            routing_key: short("routing key", routing_key)?,
-            mandatory: options.mandatory,
-            immediate: false,
-        };
-        self.shared.conn.wait_unblocked().await?;
-        let permit = if self.shared.confirm_mode.load(Ordering::Acquire) {
-            // While the window has room, take a place without arming a timeout (a clock read
-            // and a timer handle per publish); only a full window waits, and only so long.
-            let permit = match self.shared.window.clone().try_acquire_owned() {
-                Ok(permit) => Ok(permit),
-                Err(TryAcquireError::Closed) => return Err(self.shared.gone()),
-                Err(TryAcquireError::NoPermits) => {
-                    let acquire = self.shared.window.clone().acquire_owned();
-                    tokio::time::timeout(self.timeout, acquire)
-                        .await
-                        .map_err(|_| Error::Timeout {
-                            operation: "confirm window",
-                            after: self.timeout,
-                        })?
-                }
-            };
-            Some(permit.map_err(|_| self.shared.gone())?)
-        } else {
-            None
-        };
-        let (tx, rx) = oneshot::channel();
-        let message = (permit.is_some() && self.shared.conn.republish)
-            .then(|| Box::new((publish.clone(), properties.clone(), body.clone())));
-        let command = Command::Publish {
-            channel: self.shared.id,
-            generation: self.shared.generation,
-            publish,
-            properties,
-            body,
-            slot: ConfirmSlot {
-                tx,
-                message,
-                permit,
-            },
-        };
-        self.tx
-            .send(command)
-            .await
-            .map_err(|_| self.shared.gone())?;
-        Ok(Confirm {
-            rx,
-            channel: self.shared.clone(),
-        })
     }
 
     /// Acknowledges a delivery of this channel by tag (with `multiple`, every one up to it).
@@ -741,26 +463,6 @@ impl Channel {
             })?
     }
 
-    /// The returned mandatory messages of this channel (outside confirm mode), buffered up
-    /// to `capacity`; a return that finds the buffer full is logged and dropped.
-    ///
-    /// # Errors
-    /// The channel's error if it closed.
-    pub async fn returns(&self, capacity: usize) -> Result<Returns> {
-        self.check_open()?;
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let command = Command::ListenReturns {
-            channel: self.shared.id,
-            generation: self.shared.generation,
-            tx,
-        };
-        self.tx
-            .send(command)
-            .await
-            .map_err(|_| self.shared.gone())?;
-        Ok(Returns { rx })
-    }
-
     /// Closes the channel and waits for the broker's close-ok.
     ///
     /// # Errors
@@ -801,11 +503,11 @@ pub(crate) fn short(what: &'static str, s: &str) -> Result<ShortStr> {
     ShortStr::try_from(s).map_err(|e| Error::NameTooLong { what, len: e.0 })
 }
 
-fn unexpected_method(method: &Method) -> Error {
+pub(crate) fn unexpected_method(method: &Method) -> Error {
     Error::UnexpectedReply(method.name())
 }
 
-fn unexpected_reply(reply: &Reply) -> Error {
+pub(crate) fn unexpected_reply(reply: &Reply) -> Error {
     match reply {
         Reply::Method(m) => unexpected_method(m),
         Reply::Sent => Error::UnexpectedReply("none"),

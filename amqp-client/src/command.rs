@@ -8,9 +8,10 @@ use amqp_wire::{BasicProperties, ChannelId, DeliveryTag, LongStr, Method, ReplyC
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use crate::channel::{ChannelShared, Confirmation};
+use crate::channel::ChannelShared;
 use crate::consumer::{ConsumerEnd, ConsumerItem};
 use crate::error::Result;
+use crate::publish::Confirmation;
 
 /// The answer to a synchronous request.
 #[derive(Debug)]

@@ -13,8 +13,17 @@ use futures_core::Stream;
 use tokio::sync::mpsc;
 
 use crate::channel::{Channel, ChannelShared};
+use crate::channel::{short, unexpected_reply};
 use crate::command::{Command, Settle};
+use crate::command::{ConsumerSink, Reply};
 use crate::error::{Error, Result};
+use crate::options::ConsumeOptions;
+use amqp_wire::Method;
+use amqp_wire::methods::{BasicConsume, BasicGet, BasicQos, BasicRecover};
+use tokio::sync::oneshot;
+
+/// A consumer's buffer when neither `buffer` nor a prefetch count says otherwise.
+const DEFAULT_CONSUMER_BUFFER: usize = 1024;
 
 /// What a consumer's stream carries.
 pub(crate) type ConsumerItem = Delivery;
@@ -272,5 +281,143 @@ pub(crate) fn cancel_method(tag: &ShortStr) -> BasicCancel {
     BasicCancel {
         consumer_tag: tag.clone(),
         no_wait: false,
+    }
+}
+
+/// A message taken with [`Channel::get`].
+#[derive(Debug)]
+pub struct GetMessage {
+    /// The message.
+    pub delivery: Delivery,
+    /// Messages left in the queue.
+    pub message_count: u32,
+}
+
+impl Channel {
+    /// Limits unacknowledged deliveries (`basic.qos`): per consumer created afterwards, or
+    /// with `global` for the whole channel (RabbitMQ's meaning; 4.x denies global by default).
+    ///
+    /// # Errors
+    /// When the channel or connection is gone.
+    pub async fn qos(&self, prefetch_count: u16, global: bool) -> Result<()> {
+        self.call(BasicQos {
+            prefetch_size: 0,
+            prefetch_count,
+            global,
+        })
+        .await?;
+        if !global {
+            self.shared
+                .prefetch
+                .store(u32::from(prefetch_count), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Starts a consumer (`basic.consume`) and returns its stream of deliveries.
+    ///
+    /// # Errors
+    /// 404 for a missing queue, 403 for an exclusive consume of a queue with consumers;
+    /// [`Error::Usage`] for a consumer tag already used on this channel.
+    pub async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
+        let capacity =
+            options
+                .buffer
+                .unwrap_or(match self.shared.prefetch.load(Ordering::Relaxed) {
+                    0 => DEFAULT_CONSUMER_BUFFER,
+                    n => n as usize,
+                });
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let end = Arc::new(Mutex::new(None));
+        let method = BasicConsume {
+            queue: short("queue", queue)?,
+            consumer_tag: short("consumer tag", &options.consumer_tag)?,
+            no_local: false,
+            no_ack: options.no_ack,
+            exclusive: options.exclusive,
+            no_wait: false,
+            arguments: options.arguments,
+        };
+        let sink = ConsumerSink {
+            tx,
+            end: end.clone(),
+            no_ack: options.no_ack,
+            cancelling: false,
+        };
+        match self.request(method.into(), Some(sink)).await? {
+            Reply::Method(Method::BasicConsumeOk(ok)) => {
+                Ok(Consumer::new(ok.consumer_tag, rx, end, self.clone()))
+            }
+            other => Err(unexpected_reply(&other)),
+        }
+    }
+
+    /// Cancels a consumer by tag (`basic.cancel`); its stream ends.
+    ///
+    /// # Errors
+    /// When the channel or connection is gone.
+    pub async fn cancel(&self, consumer_tag: &[u8]) -> Result<()> {
+        let tag = ShortStr::from_bytes(Bytes::copy_from_slice(consumer_tag)).map_err(|e| {
+            Error::NameTooLong {
+                what: "consumer tag",
+                len: e.0,
+            }
+        })?;
+        self.call(cancel_method(&tag)).await.map(drop)
+    }
+
+    /// Sends `basic.cancel` without waiting (for a consumer being dropped).
+    pub(crate) fn cancel_now(&self, tag: &ShortStr) {
+        if self.is_closed() {
+            return;
+        }
+        let (reply, _) = oneshot::channel();
+        let command = Command::Call {
+            channel: self.shared.id,
+            generation: self.shared.generation,
+            method: cancel_method(tag).into(),
+            reply,
+            consumer: None,
+        };
+        if self.tx.try_send(command).is_err() {
+            tracing::warn!(channel = self.shared.id.0, tag = %tag, "could not cancel a dropped consumer");
+        }
+    }
+
+    /// Takes one message from a queue (`basic.get`), or `None` when it is empty.
+    ///
+    /// # Errors
+    /// 404 for a missing queue.
+    pub async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<GetMessage>> {
+        match self
+            .request(
+                BasicGet {
+                    queue: short("queue", queue)?,
+                    no_ack,
+                }
+                .into(),
+                None,
+            )
+            .await?
+        {
+            Reply::Get(None) => Ok(None),
+            Reply::Get(Some(got)) => {
+                let (wire, message_count) = *got;
+                Ok(Some(GetMessage {
+                    delivery: Delivery::new(wire, self.tx.clone(), self.shared.clone(), no_ack),
+                    message_count,
+                }))
+            }
+            other => Err(unexpected_reply(&other)),
+        }
+    }
+
+    /// Asks the broker to redeliver every unacknowledged message of the channel
+    /// (`basic.recover` with requeue).
+    ///
+    /// # Errors
+    /// When the channel or connection is gone.
+    pub async fn recover(&self) -> Result<()> {
+        self.call(BasicRecover { requeue: true }).await.map(drop)
     }
 }

@@ -39,7 +39,9 @@ mod connection;
 mod consumer;
 mod driver;
 mod error;
+mod events;
 mod options;
+mod publish;
 mod recovery;
 mod router;
 mod tls;
@@ -53,12 +55,13 @@ pub use amqp_wire::{
     BasicProperties, ChannelId, Decimal, DeliveryTag, FieldArray, FieldTable, FieldValue, LongStr,
     ReplyCode, ShortStr,
 };
-pub use channel::{Channel, Confirm, Confirmation, GetMessage, QueueInfo, Returns};
+pub use channel::{Channel, QueueInfo};
 pub use config::{ConnectionBuilder, ConnectionConfig, Endpoint, Recovery, TlsOptions};
 pub use connection::{Connection, ConnectionEvent};
-pub use consumer::{Consumer, Delivery};
+pub use consumer::{Consumer, Delivery, GetMessage};
 pub use error::{ConfigError, Error, Result};
 pub use options::{
     ConsumeOptions, ExchangeDeclareOptions, ExchangeKind, PublishOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
+pub use publish::{Confirm, Confirmation, Returns};

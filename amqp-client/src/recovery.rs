@@ -19,10 +19,10 @@ use std::sync::atomic::Ordering;
 use amqp_wire::connection::{CloseReason, Connection as Engine, Initiator, RequestId};
 use amqp_wire::{ChannelId, Method, ReplyCode};
 
-use crate::channel::Confirmation;
 use crate::config::Endpoint;
 use crate::connection::ConnectionEvent;
 use crate::error::Error;
+use crate::publish::Confirmation;
 use crate::router::Router;
 use crate::topology::consume_again;
 

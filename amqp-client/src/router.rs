@@ -9,29 +9,26 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use amqp_wire::connection::{
-    CloseReason, Confirmation as WireConfirmation, Connection as Engine, ConnectionError,
-    Delivery as WireDelivery, Event, Initiator, RequestId, UsageError,
-};
-use amqp_wire::methods::{BasicCancel, BasicConsume};
-use amqp_wire::{ChannelId, DeliveryTag, Method, ReplyCode, ShortStr};
-use tokio::sync::mpsc::error::TrySendError;
+use amqp_wire::connection::{Connection as Engine, RequestId, UsageError};
+use amqp_wire::methods::BasicConsume;
+use amqp_wire::{ChannelId, DeliveryTag, Method, ShortStr};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 
-use crate::channel::{ChannelShared, Confirmation};
+use crate::channel::ChannelShared;
 use crate::command::{Command, ConfirmSlot, ConsumerSink, Reply, Settle};
 use crate::connection::{ConnShared, ConnectionEvent, is_local_close};
 use crate::consumer::{ConsumerItem, Delivery};
 use crate::error::{Error, Result};
+use crate::publish::Confirmation;
 use crate::recovery::Replay;
-use crate::topology::{self, Topology};
+use crate::topology::Topology;
 
 /// A delivery waiting for room in its consumer's full buffer; the socket is not read
 /// meanwhile.
 #[derive(Debug)]
 pub(crate) struct Parked {
     pub(crate) tx: mpsc::Sender<ConsumerItem>,
-    item: Delivery,
+    pub(crate) item: Delivery,
 }
 
 #[derive(Debug)]
@@ -61,7 +58,7 @@ pub(crate) struct Route {
 }
 
 impl Route {
-    fn new(shared: Arc<ChannelShared>) -> Self {
+    pub(crate) fn new(shared: Arc<ChannelShared>) -> Self {
         Self {
             shared,
             requests: HashMap::new(),
@@ -76,7 +73,7 @@ impl Route {
     }
 
     /// Keeps what a confirmed request set on the channel, for a recovery to set it again.
-    fn remember(&mut self, request: &Method, reply: &Method) {
+    pub(crate) fn remember(&mut self, request: &Method, reply: &Method) {
         match (request, reply) {
             (Method::BasicQos(qos), _) => {
                 self.settings
@@ -130,14 +127,14 @@ impl Route {
 pub(crate) struct Router {
     pub(crate) conn: Arc<ConnShared>,
     /// Weak, so that the driver notices when the application dropped every handle.
-    tx: mpsc::WeakSender<Command>,
+    pub(crate) tx: mpsc::WeakSender<Command>,
     pub(crate) blocked: watch::Sender<bool>,
-    ready: Option<oneshot::Sender<Result<()>>>,
+    pub(crate) ready: Option<oneshot::Sender<Result<()>>>,
     pub(crate) routes: Vec<Option<Route>>,
-    opening: HashMap<ChannelId, oneshot::Sender<Result<Arc<ChannelShared>>>>,
-    secrets: HashMap<RequestId, oneshot::Sender<Result<Reply>>>,
-    closing: Vec<oneshot::Sender<Result<()>>>,
-    generation: u64,
+    pub(crate) opening: HashMap<ChannelId, oneshot::Sender<Result<Arc<ChannelShared>>>>,
+    pub(crate) secrets: HashMap<RequestId, oneshot::Sender<Result<Reply>>>,
+    pub(crate) closing: Vec<oneshot::Sender<Result<()>>>,
+    pub(crate) generation: u64,
     pub(crate) parked: Option<Parked>,
     /// What was declared through this connection.
     pub(crate) topology: Topology,
@@ -148,12 +145,12 @@ pub(crate) struct Router {
     /// Some session completed its handshake: later losses are recovered.
     pub(crate) ever_connected: bool,
     /// The application closed the connection (or dropped every handle).
-    app_closed: bool,
-    commands_closed: bool,
+    pub(crate) app_closed: bool,
+    pub(crate) commands_closed: bool,
     /// Confirm-window places freed by the confirms routed since the last
     /// [`Router::release_windows`], merged per window: giving a place back locks the window's
     /// semaphore and may wake a publisher, once per batch instead of once per message.
-    released: Vec<OwnedSemaphorePermit>,
+    pub(crate) released: Vec<OwnedSemaphorePermit>,
 }
 
 impl Router {
@@ -216,7 +213,7 @@ impl Router {
         let _ = self.conn.events.send(event);
     }
 
-    fn route_mut(&mut self, channel: ChannelId, generation: u64) -> Option<&mut Route> {
+    pub(crate) fn route_mut(&mut self, channel: ChannelId, generation: u64) -> Option<&mut Route> {
         self.routes
             .get_mut(usize::from(channel.0))
             .and_then(Option::as_mut)
@@ -224,7 +221,7 @@ impl Router {
     }
 
     /// The error for a command the engine refused.
-    fn refused(&self, e: UsageError) -> Error {
+    pub(crate) fn refused(&self, e: UsageError) -> Error {
         match e {
             UsageError::ChannelClosed { reason, .. } => Error::ChannelClosed(reason),
             UsageError::ConnectionNotOpen => self.conn.gone(),
@@ -434,7 +431,11 @@ impl Router {
     /// Gives the parked delivery back to the broker when `unread` says nobody will read it
     /// (its consumer is being cancelled, its channel closed), so that the socket is read
     /// again and the cancel-ok or close-ok can arrive.
-    fn release_parked(&mut self, engine: &mut Engine, unread: impl Fn(&Delivery) -> bool) {
+    pub(crate) fn release_parked(
+        &mut self,
+        engine: &mut Engine,
+        unread: impl Fn(&Delivery) -> bool,
+    ) {
         if let Some(parked) = self.parked.take_if(|p| unread(&p.item)) {
             let item = &parked.item;
             give_back(
@@ -447,395 +448,6 @@ impl Router {
     }
 
     // ----- events -----
-
-    pub(crate) fn route(&mut self, event: Event, engine: &mut Engine) {
-        match event {
-            Event::Connected {
-                server_properties,
-                tune,
-            } => {
-                if let Ok(mut session) = self.conn.session.lock() {
-                    session.server_properties = server_properties;
-                    session.tune = tune;
-                }
-                self.session_open = true;
-                if self.ever_connected {
-                    self.start_replay(engine);
-                } else {
-                    self.ever_connected = true;
-                    if let Some(ready) = self.ready.take() {
-                        let _ = ready.send(Ok(()));
-                    }
-                }
-            }
-            Event::ChannelOpened(id) if self.replay.is_some() => self.replay_opened(id, engine),
-            Event::ChannelOpened(id) => self.opened(id, engine),
-            Event::Reply {
-                channel: ChannelId::CONNECTION,
-                request,
-                method,
-            } => {
-                if let Some(reply) = self.secrets.remove(&request) {
-                    let _ = reply.send(Ok(Reply::Method(method)));
-                }
-            }
-            Event::Reply {
-                channel,
-                request,
-                method,
-            } if self.is_replay_request(request) => {
-                self.replay_reply(channel, request, method, engine);
-            }
-            Event::Reply {
-                channel,
-                request,
-                method,
-            } => self.reply(channel, request, method),
-            Event::GetReply {
-                channel,
-                request,
-                message,
-            } => self.got(channel, request, message, engine),
-            Event::Delivery { channel, delivery } => self.deliver(channel, delivery, engine),
-            Event::ConsumerCancelled {
-                channel,
-                consumer_tag,
-            } => {
-                let route = self
-                    .routes
-                    .get_mut(usize::from(channel.0))
-                    .and_then(Option::as_mut);
-                let sink = route.and_then(|r| {
-                    r.consumer_specs.remove(&consumer_tag);
-                    r.consumers.remove(&consumer_tag)
-                });
-                if let Some(sink) = sink {
-                    if let Ok(mut end) = sink.end.lock() {
-                        *end = Some(Error::ConsumerCancelled(consumer_tag.to_string()));
-                    }
-                }
-            }
-            Event::Returned { channel, message } => {
-                let listener = self
-                    .routes
-                    .get(usize::from(channel.0))
-                    .and_then(Option::as_ref)
-                    .and_then(|r| r.returns.as_ref());
-                let delivered = match listener {
-                    Some(tx) => tx.try_send(*message).is_ok(),
-                    None => false,
-                };
-                if !delivered {
-                    tracing::warn!(
-                        channel = channel.0,
-                        "a returned message had no listener with room; dropped"
-                    );
-                }
-            }
-            Event::Confirm {
-                channel,
-                tag,
-                outcome,
-            } => self.confirmed(channel, tag, outcome),
-            Event::Flow { channel, active } => {
-                tracing::info!(channel = channel.0, active, "broker flow control")
-            }
-            Event::ChannelClosed { channel, reason } if self.replay.is_some() => {
-                self.replay_channel_closed(channel, reason, engine);
-            }
-            Event::ChannelClosed { channel, reason } => self.channel_closed(channel, reason),
-            Event::Blocked { reason } => {
-                tracing::warn!(%reason, "broker blocked publishing");
-                self.blocked.send_replace(true);
-                self.emit(ConnectionEvent::Blocked { reason });
-            }
-            Event::Unblocked => {
-                tracing::info!("broker unblocked publishing");
-                self.blocked.send_replace(false);
-                self.emit(ConnectionEvent::Unblocked);
-            }
-            // The driver decides what follows: recovery, or the end.
-            Event::Closed(error) => tracing::debug!(%error, "session closed"),
-            other => tracing::debug!(event = ?other, "event not routed"),
-        }
-    }
-
-    fn opened(&mut self, id: ChannelId, engine: &mut Engine) {
-        self.generation += 1;
-        let shared = Arc::new(ChannelShared::new(id, self.generation, self.conn.clone()));
-        let slot = usize::from(id.0);
-        if self.routes.len() <= slot {
-            self.routes.resize_with(slot + 1, || None);
-        }
-        self.routes[slot] = Some(Route::new(shared.clone()));
-        let taken = self
-            .opening
-            .remove(&id)
-            .is_some_and(|reply| reply.send(Ok(shared)).is_ok());
-        if !taken {
-            // Whoever asked stopped waiting: close the channel rather than leak it.
-            let _ = engine
-                .channel(id)
-                .and_then(|mut ch| ch.close(ReplyCode::SUCCESS, "abandoned"));
-        }
-    }
-
-    fn reply(&mut self, channel: ChannelId, request: RequestId, method: Method) {
-        let Some(route) = self
-            .routes
-            .get_mut(usize::from(channel.0))
-            .and_then(Option::as_mut)
-        else {
-            return;
-        };
-        let Some(pending) = route.requests.remove(&request) else {
-            return;
-        };
-        if let Some(request) = &pending.request {
-            self.topology.record(request, &method);
-            route.remember(request, &method);
-        }
-        match &method {
-            Method::BasicConsumeOk(ok) => {
-                if let Some(sink) = pending.consumer {
-                    route.consumers.insert(ok.consumer_tag.clone(), sink);
-                }
-            }
-            // The consumer's sink is dropped: its stream ends cleanly.
-            Method::BasicCancelOk(ok) => drop(route.consumers.remove(&ok.consumer_tag)),
-            _ => {}
-        }
-        let _ = pending.reply.send(Ok(Reply::Method(method)));
-    }
-
-    fn got(
-        &mut self,
-        channel: ChannelId,
-        request: RequestId,
-        message: Option<(WireDelivery, u32)>,
-        engine: &mut Engine,
-    ) {
-        let pending = self
-            .routes
-            .get_mut(usize::from(channel.0))
-            .and_then(Option::as_mut)
-            .and_then(|r| r.requests.remove(&request));
-        let tag = message.as_ref().map(|(d, _)| d.delivery_tag);
-        let delivered =
-            pending.is_some_and(|p| p.reply.send(Ok(Reply::Get(message.map(Box::new)))).is_ok());
-        if let (false, Some(tag)) = (delivered, tag) {
-            // The caller stopped waiting: hand the message back instead of losing it.
-            requeue(engine, channel, tag);
-        }
-    }
-
-    fn deliver(&mut self, channel: ChannelId, delivery: WireDelivery, engine: &mut Engine) {
-        let tx = self.tx.upgrade();
-        let Some(route) = self
-            .routes
-            .get_mut(usize::from(channel.0))
-            .and_then(Option::as_mut)
-        else {
-            return;
-        };
-        let tag = delivery.delivery_tag;
-        let how = Settle::give_back(&delivery.properties);
-        let (Some(sink), Some(tx)) = (route.consumers.get(&delivery.consumer_tag), tx) else {
-            tracing::debug!(
-                channel = channel.0,
-                tag = tag.0,
-                "delivery for no consumer; requeued"
-            );
-            settle_quietly(engine, channel, tag, how);
-            return;
-        };
-        let consumer_tag = delivery.consumer_tag.clone();
-        let offset = topology::stream_offset(&delivery.properties);
-        let item = Delivery::new(delivery, tx, route.shared.clone(), sink.no_ack);
-        match sink.tx.try_send(item) {
-            Ok(()) => {
-                // The application will read it: a recovery resumes the stream after it.
-                if let (Some(offset), Some(spec)) =
-                    (offset, route.consumer_specs.get_mut(&consumer_tag))
-                {
-                    topology::advance_stream_offset(spec, offset);
-                }
-            }
-            // Nobody may read it: a cancelled consumer, a closing channel (which drops it).
-            Err(TrySendError::Full(_)) if sink.cancelling || engine.channel(channel).is_err() => {
-                settle_quietly(engine, channel, tag, how);
-            }
-            Err(TrySendError::Full(item)) => {
-                self.parked = Some(Parked {
-                    tx: sink.tx.clone(),
-                    item,
-                })
-            }
-            Err(TrySendError::Closed(_)) => {
-                // The consumer was dropped: requeue, and cancel it at the broker.
-                route.consumers.remove(&consumer_tag);
-                settle_quietly(engine, channel, tag, how);
-                let cancel = BasicCancel {
-                    consumer_tag,
-                    no_wait: false,
-                };
-                let _ = engine.channel(channel).and_then(|mut ch| ch.call(cancel));
-            }
-        }
-    }
-
-    /// The parked delivery's consumer has room (or is gone).
-    pub(crate) fn unpark(
-        &mut self,
-        permit: std::result::Result<mpsc::OwnedPermit<ConsumerItem>, mpsc::error::SendError<()>>,
-        engine: &mut Engine,
-    ) {
-        let Some(parked) = self.parked.take() else {
-            return;
-        };
-        match permit {
-            Ok(permit) => {
-                let item = &parked.item;
-                let spec = self
-                    .routes
-                    .get_mut(usize::from(item.channel_id().0))
-                    .and_then(Option::as_mut)
-                    .and_then(|route| route.consumer_specs.get_mut(&item.consumer_tag));
-                if let (Some(offset), Some(spec)) =
-                    (topology::stream_offset(&item.properties), spec)
-                {
-                    topology::advance_stream_offset(spec, offset);
-                }
-                drop(permit.send(parked.item));
-            }
-            Err(_) => {
-                let item = &parked.item;
-                give_back(
-                    engine,
-                    item.channel_id(),
-                    item.delivery_tag,
-                    &item.properties,
-                );
-            }
-        }
-    }
-
-    fn confirmed(&mut self, channel: ChannelId, tag: DeliveryTag, outcome: WireConfirmation) {
-        let Some(route) = self
-            .routes
-            .get_mut(usize::from(channel.0))
-            .and_then(Option::as_mut)
-        else {
-            return;
-        };
-        let at = match route.confirms.front() {
-            Some((front, _)) if *front == tag => Some(0),
-            _ => route.confirms.binary_search_by_key(&tag, |(t, _)| *t).ok(),
-        };
-        let Some((_, slot)) = at.and_then(|i| route.confirms.remove(i)) else {
-            return;
-        };
-        let outcome = match outcome {
-            WireConfirmation::Ack => Confirmation::Ack,
-            WireConfirmation::Nack => Confirmation::Nack,
-            WireConfirmation::Returned(r) => Confirmation::Returned(r),
-        };
-        let ConfirmSlot { tx, permit, .. } = slot;
-        if let Some(permit) = permit {
-            self.release_later(permit);
-        }
-        let _ = tx.send(Ok(outcome));
-    }
-
-    /// Keeps a confirmed publish's window place until [`Router::release_windows`].
-    fn release_later(&mut self, permit: OwnedSemaphorePermit) {
-        match self.released.last_mut() {
-            Some(held) if Arc::ptr_eq(held.semaphore(), permit.semaphore()) => held.merge(permit),
-            _ => self.released.push(permit),
-        }
-    }
-
-    /// Gives the confirm windows the places their confirms freed (the driver calls this
-    /// after routing the events at hand).
-    pub(crate) fn release_windows(&mut self) {
-        if !self.released.is_empty() {
-            self.released.clear();
-        }
-    }
-
-    pub(crate) fn channel_closed(&mut self, channel: ChannelId, reason: CloseReason) {
-        let clean = reason.initiator == Initiator::Local;
-        if !clean {
-            tracing::warn!(channel = channel.0, %reason, "channel closed");
-        }
-        let error = Error::ChannelClosed(reason);
-        if let Some(reply) = self.opening.remove(&channel) {
-            let _ = reply.send(Err(error.clone()));
-        }
-        if self
-            .parked
-            .as_ref()
-            .is_some_and(|p| p.item.channel_id() == channel)
-        {
-            // Its channel is gone, so the broker requeues it.
-            self.parked = None;
-        }
-        if let Some(route) = self
-            .routes
-            .get_mut(usize::from(channel.0))
-            .and_then(Option::take)
-        {
-            route.end(&error, clean);
-        }
-    }
-
-    pub(crate) fn connection_closed(&mut self, error: Error) {
-        let clean = is_local_close(&error);
-        self.session_open = false;
-        self.replay = None;
-        if clean {
-            tracing::info!("connection closed");
-        } else {
-            tracing::warn!(%error, "connection closed");
-        }
-        let _ = self.conn.closed.set(error.clone());
-        let error = self.conn.gone();
-        if let Some(ready) = self.ready.take() {
-            let _ = ready.send(Err(error.clone()));
-        }
-        for route in self.routes.drain(..).flatten() {
-            route.end(&error, clean);
-        }
-        for (_, reply) in self.opening.drain() {
-            let _ = reply.send(Err(error.clone()));
-        }
-        for (_, reply) in self.secrets.drain() {
-            let _ = reply.send(Err(error.clone()));
-        }
-        for reply in self.closing.drain(..) {
-            let _ = reply.send(if clean { Ok(()) } else { Err(error.clone()) });
-        }
-        self.parked = None;
-    }
-
-    /// The driver stopped, after `last` ended the last session: fail whatever still waits.
-    pub(crate) fn finish(&mut self, last: Option<Error>) {
-        if self.conn.closed.get().is_none() {
-            self.connection_closed(
-                last.unwrap_or(Error::Connection(ConnectionError::UnexpectedEof)),
-            );
-        }
-    }
-
-    /// Fails the waiters that do not belong to a channel: channel opens and secret updates.
-    pub(crate) fn fail_waiting(&mut self, error: &Error) {
-        for (_, reply) in self.opening.drain() {
-            let _ = reply.send(Err(error.clone()));
-        }
-        for (_, reply) in self.secrets.drain() {
-            let _ = reply.send(Err(error.clone()));
-        }
-    }
 
     /// A command that arrived after the end.
     pub(crate) fn refuse(&self, command: Command) {
@@ -864,7 +476,7 @@ impl Router {
 }
 
 /// Whether a request's method must be kept until its reply, for recovery to restore it.
-fn recorded(method: &Method) -> bool {
+pub(crate) fn recorded(method: &Method) -> bool {
     Topology::is_recorded(method)
         || matches!(
             method,
@@ -907,7 +519,7 @@ pub(crate) fn requeue(engine: &mut Engine, channel: ChannelId, tag: DeliveryTag)
 
 /// [`requeue`] for a consumer's delivery, which may come from a stream
 /// ([`Settle::give_back`]).
-fn give_back(
+pub(crate) fn give_back(
     engine: &mut Engine,
     channel: ChannelId,
     tag: DeliveryTag,
@@ -918,7 +530,12 @@ fn give_back(
 
 /// Settles a delivery nobody will read; a refusal (consumed without acks, channel closing)
 /// only means there is nothing to give back.
-fn settle_quietly(engine: &mut Engine, channel: ChannelId, tag: DeliveryTag, how: Settle) {
+pub(crate) fn settle_quietly(
+    engine: &mut Engine,
+    channel: ChannelId,
+    tag: DeliveryTag,
+    how: Settle,
+) {
     if let Err(e) = settle(engine, channel, tag, how) {
         tracing::debug!(channel = channel.0, tag = tag.0, error = %e, "could not requeue");
     }

@@ -1,0 +1,176 @@
+//! Publishing: [`Channel::publish`], its [`Confirm`] future, confirm mode and returned
+//! messages.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use amqp_wire::BasicProperties;
+use amqp_wire::connection::Returned;
+use amqp_wire::methods::{BasicPublish, ConfirmSelect};
+use bytes::Bytes;
+use futures_core::Stream;
+use tokio::sync::{TryAcquireError, mpsc, oneshot};
+
+use crate::channel::{Channel, ChannelShared, short};
+use crate::command::{Command, ConfirmSlot};
+use crate::error::{Error, Result};
+use crate::options::PublishOptions;
+
+/// The outcome of a publish.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Confirmation {
+    /// The broker took responsibility for the message.
+    Ack,
+    /// The broker refused it (a full queue with `x-overflow: reject-publish`, an internal
+    /// error): publish it again or give up.
+    Nack,
+    /// It was mandatory and no queue took it; the broker returned it, then acked.
+    Returned(Box<Returned>),
+    /// The channel is not in confirm mode: the message was handed to the connection, and
+    /// nothing more will be known of it.
+    NotRequested,
+}
+
+/// A publish's pending outcome: a future of its [`Confirmation`].
+///
+/// Publishes can be pipelined: publish thousands, then await their `Confirm`s in any order.
+#[derive(Debug)]
+#[must_use = "a Confirm says whether the broker took the message"]
+pub struct Confirm {
+    rx: oneshot::Receiver<Result<Confirmation>>,
+    channel: Arc<ChannelShared>,
+}
+
+impl Future for Confirm {
+    type Output = Result<Confirmation>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(outcome)) => Poll::Ready(outcome.map_err(|e| self.channel.explain(e))),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(self.channel.gone())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A stream of the mandatory messages the broker returned on a channel that is not in
+/// confirm mode (in confirm mode they come as [`Confirmation::Returned`]).
+#[derive(Debug)]
+pub struct Returns {
+    rx: mpsc::Receiver<Returned>,
+}
+
+impl Stream for Returns {
+    type Item = Returned;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Returned>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Channel {
+    /// Puts the channel in confirm mode (`confirm.select`): every later publish's
+    /// [`Confirm`] resolves with the broker's ack, nack or return.
+    ///
+    /// # Errors
+    /// 406 / [`Error::Usage`] on a transactional channel.
+    pub async fn confirm_select(&self) -> Result<()> {
+        self.call(ConfirmSelect { no_wait: false }).await?;
+        self.shared.confirm_mode.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Publishes a message. Waits while the connection's output is full (a slow socket),
+    /// while the broker blocks publishers, and, in confirm mode, while the channel already
+    /// has `confirm_window` publishes unconfirmed. The returned [`Confirm`] resolves with the
+    /// outcome.
+    ///
+    /// # Errors
+    /// [`Error::Blocked`] when the broker stays blocked past `blocked_timeout`;
+    /// [`Error::Timeout`] when the confirm window stays full; the channel's error if closed.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        options: PublishOptions,
+        properties: BasicProperties,
+        body: impl Into<Bytes>,
+    ) -> Result<Confirm> {
+        self.check_open()?;
+        let body = body.into();
+        let publish = BasicPublish {
+            exchange: short("exchange", exchange)?,
+            routing_key: short("routing key", routing_key)?,
+            mandatory: options.mandatory,
+            immediate: false,
+        };
+        self.shared.conn.wait_unblocked().await?;
+        let permit = if self.shared.confirm_mode.load(Ordering::Acquire) {
+            // While the window has room, take a place without arming a timeout (a clock read
+            // and a timer handle per publish); only a full window waits, and only so long.
+            let permit = match self.shared.window.clone().try_acquire_owned() {
+                Ok(permit) => Ok(permit),
+                Err(TryAcquireError::Closed) => return Err(self.shared.gone()),
+                Err(TryAcquireError::NoPermits) => {
+                    let acquire = self.shared.window.clone().acquire_owned();
+                    tokio::time::timeout(self.timeout, acquire)
+                        .await
+                        .map_err(|_| Error::Timeout {
+                            operation: "confirm window",
+                            after: self.timeout,
+                        })?
+                }
+            };
+            Some(permit.map_err(|_| self.shared.gone())?)
+        } else {
+            None
+        };
+        let (tx, rx) = oneshot::channel();
+        let message = (permit.is_some() && self.shared.conn.republish)
+            .then(|| Box::new((publish.clone(), properties.clone(), body.clone())));
+        let command = Command::Publish {
+            channel: self.shared.id,
+            generation: self.shared.generation,
+            publish,
+            properties,
+            body,
+            slot: ConfirmSlot {
+                tx,
+                message,
+                permit,
+            },
+        };
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| self.shared.gone())?;
+        Ok(Confirm {
+            rx,
+            channel: self.shared.clone(),
+        })
+    }
+
+    /// The returned mandatory messages of this channel (outside confirm mode), buffered up
+    /// to `capacity`; a return that finds the buffer full is logged and dropped.
+    ///
+    /// # Errors
+    /// The channel's error if it closed.
+    pub async fn returns(&self, capacity: usize) -> Result<Returns> {
+        self.check_open()?;
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let command = Command::ListenReturns {
+            channel: self.shared.id,
+            generation: self.shared.generation,
+            tx,
+        };
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| self.shared.gone())?;
+        Ok(Returns { rx })
+    }
+}
