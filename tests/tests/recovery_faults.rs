@@ -132,7 +132,9 @@ async fn cut_stream(messages: u64, target: u64, republish: bool) -> Cuts {
             let gap = |done: u64| {
                 let left = p.messages().saturating_sub(p.confirmed());
                 let events_left = target.saturating_sub(done).max(1);
-                (left / (events_left + 1)).max(1) * fastrand::u64(50..150) / 100
+                // Capped, so a fast client still meets a cut at least every 1/50 of the run.
+                let cap = (p.messages() / 50).max(1);
+                (left / (events_left + 1)).clamp(1, cap) * fastrand::u64(50..150) / 100
             };
             let mut next = gap(0);
             loop {
