@@ -283,8 +283,6 @@ where
         consumers.push(tokio::spawn(consume(consumer, state.clone(), stop.clone())));
     }
 
-    let fault_task = tokio::spawn(faults(progress.clone()));
-
     let mut producers = Vec::new();
     let per = spec.messages.div_ceil(spec.producers as u64);
     for i in 0..spec.producers as u64 {
@@ -296,6 +294,9 @@ where
         ch.confirm_select().await.expect("confirm.select");
         producers.push(tokio::spawn(produce(ch, range, state.clone())));
     }
+    // Faults start once every producer is set up: a request cut mid-flight fails (as it
+    // should), and the setup's requests are not what this measures.
+    let fault_task = tokio::spawn(faults(progress.clone()));
     for p in producers {
         p.await.expect("producer task");
     }
