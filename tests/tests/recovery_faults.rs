@@ -140,7 +140,7 @@ async fn cut_stream(messages: u64, target: u64, republish: bool) -> Cuts {
             loop {
                 // The next cut comes after `next` confirms or 100 ms, whichever is first, so
                 // a fast client still meets a cut every few hundred milliseconds at most.
-                let since = std::time::Instant::now();
+                let since = Instant::now();
                 while p.confirmed() < next
                     && !p.publishing_done()
                     && since.elapsed() < Duration::from_millis(100)
