@@ -37,5 +37,11 @@ async fn main() -> ExitCode {
         .init();
     let mut registry = Registry::new();
     registry.register("log", || Log);
-    messaging_patterns::dispatcher::main_with(registry).await
+    let ended = messaging_patterns::dispatcher::main_with(registry).await;
+    match ended.message {
+        Some(Ok(line)) => println!("{line}"),
+        Some(Err(line)) => eprintln!("{line}"),
+        None => {}
+    }
+    ended.code
 }

@@ -278,34 +278,56 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// How the command line ended: its exit code, and the line to show the person, for
+/// standard output (`Ok`) or standard error (`Err`). The binary prints it; the library
+/// itself never prints.
+#[derive(Debug)]
+pub struct Ended {
+    /// The process's exit code.
+    pub code: ExitCode,
+    /// The line to print, if any.
+    pub message: Option<Result<String, String>>,
+}
+
+impl Ended {
+    fn error(code: u8, message: String) -> Self {
+        Self {
+            code: ExitCode::from(code),
+            message: Some(Err(message)),
+        }
+    }
+}
+
 /// The `amqp-dispatcher` command line with the handlers of `registry`, for binaries that
-/// register their own: `NAME --config FILE [--validate]`.
+/// register their own: `NAME --config FILE [--validate]`. Print [`Ended::message`] and exit
+/// with [`Ended::code`].
 ///
 /// Exit codes: 0 after a graceful shutdown or a valid file, 1 when the dispatcher failed,
 /// 2 for a bad command line or configuration.
-pub async fn main_with(registry: Registry) -> ExitCode {
+pub async fn main_with(registry: Registry) -> Ended {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (path, validate) = match parse_args(&args) {
         Ok(parsed) => parsed,
         Err(message) => {
-            eprintln!("{message}\nusage: amqp-dispatcher --config FILE [--validate]");
-            return ExitCode::from(2);
+            return Ended::error(
+                2,
+                format!("{message}\nusage: amqp-dispatcher --config FILE [--validate]"),
+            );
         }
     };
     let config = match Config::load(std::path::Path::new(&path), registry.names()) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("{path}: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return Ended::error(2, format!("{path}: {e}")),
     };
     if validate {
         if let Err(e) = check_commands(&config) {
-            eprintln!("{path}: {e}");
-            return ExitCode::from(2);
+            return Ended::error(2, format!("{path}: {e}"));
         }
-        println!("{path}: ok ({} consumers)", config.consumers.len());
-        return ExitCode::SUCCESS;
+        let ok = format!("{path}: ok ({} consumers)", config.consumers.len());
+        return Ended {
+            code: ExitCode::SUCCESS,
+            message: Some(Ok(ok)),
+        };
     }
     let dispatcher = connection_config_from_env()
         .map_err(DispatcherError::from)
@@ -315,11 +337,11 @@ pub async fn main_with(registry: Registry) -> ExitCode {
         Err(e) => Err(e),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("amqp-dispatcher: {e}");
-            ExitCode::FAILURE
-        }
+        Ok(()) => Ended {
+            code: ExitCode::SUCCESS,
+            message: None,
+        },
+        Err(e) => Ended::error(1, format!("amqp-dispatcher: {e}")),
     }
 }
 
