@@ -51,6 +51,8 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 /// One socket and the engine speaking over it.
 struct Session {
     engine: Engine,
+    /// The engine's clock reads the time elapsed since this instant.
+    origin: Instant,
     reader: ReadHalf<Box<dyn Io>>,
     writer: WriteHalf<Box<dyn Io>>,
 }
@@ -69,10 +71,6 @@ enum Wake {
     Command(Option<Command>),
     Timer,
     Room(std::result::Result<mpsc::OwnedPermit<ConsumerItem>, mpsc::error::SendError<()>>),
-}
-
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
 }
 
 impl Driver {
@@ -202,6 +200,7 @@ impl Driver {
     async fn run_session(&mut self, session: Session) -> (Error, bool) {
         let Session {
             mut engine,
+            origin,
             mut reader,
             mut writer,
         } = session;
@@ -223,7 +222,7 @@ impl Driver {
             // each, so nothing waits for the next wake-up. While a delivery is parked, the
             // events after it wait in the engine: one read can hold many deliveries, and only
             // one can be parked.
-            let turn = now();
+            let turn = origin.elapsed();
             loop {
                 let _ = engine.poll_transmit(turn, &mut out);
                 if self.router.parked.is_some() {
@@ -252,7 +251,7 @@ impl Driver {
             let deadline = if closed {
                 flush_until
             } else {
-                engine.poll_timeout().map(Instant::from_std)
+                engine.poll_timeout().map(|t| origin + t)
             };
             // A parked delivery stops reading, except while closing: the engine then drops
             // everything but the close-ok, which must not wait for an unread consumer.
@@ -289,7 +288,7 @@ impl Driver {
                     read_open = false;
                     engine.handle_eof();
                 }
-                Wake::Read(Ok(_)) => engine.handle_input(now(), &mut rbuf),
+                Wake::Read(Ok(_)) => engine.handle_input(origin.elapsed(), &mut rbuf),
                 Wake::Read(Err(e)) | Wake::Wrote(Err(e)) => {
                     tracing::warn!(error = %e, "connection i/o failed");
                     read_open = false;
@@ -318,9 +317,9 @@ impl Driver {
                     armed = None;
                     if self.router.parked.is_some() {
                         // We stopped reading for a slow consumer: the broker's silence is ours.
-                        engine.handle_peer_activity(now());
+                        engine.handle_peer_activity(origin.elapsed());
                     }
-                    engine.handle_timeout(now());
+                    engine.handle_timeout(origin.elapsed());
                 }
                 Wake::Room(permit) => self.router.unpark(permit, &mut engine),
             }
@@ -365,9 +364,11 @@ async fn open(config: &ConnectionConfig, endpoint: &Endpoint) -> Result<Session>
         }
     };
     let (reader, writer) = tokio::io::split(stream);
-    let engine = Engine::client(config.engine_config(), now());
+    let origin = Instant::now();
+    let engine = Engine::client(config.engine_config(), origin.elapsed());
     Ok(Session {
         engine,
+        origin,
         reader,
         writer,
     })

@@ -19,28 +19,36 @@
 //!   [`Connection::poll_transmit`] (bytes to write), [`Connection::poll_event`] (until `None`),
 //!   [`Connection::poll_timeout`] (when to call `handle_timeout`).
 //!
+//! **Time** comes in as an argument and is never read here: `now` is a [`Duration`] on a
+//! monotonic clock the transport keeps, measured from an origin it picks (the moment it
+//! created the connection, say), and [`Connection::poll_timeout`] answers on the same clock.
+//! Only the differences between instants matter.
+//!
 //! ```
-//! use std::time::Instant;
+//! use std::time::Duration;
 //! use amqp_wire::connection::{ClientConfig, Connection, Event};
 //! use amqp_wire::Transmit;
 //! use bytes::{Buf, BytesMut};
 //!
-//! let mut conn = Connection::client(ClientConfig::default(), Instant::now());
+//! // The transport's clock: `origin.elapsed()` of an `Instant` it took when it connected,
+//! // say. Fixed here.
+//! let now = Duration::ZERO;
+//! let mut conn = Connection::client(ClientConfig::default(), now);
 //! let mut out = Transmit::new();
 //! let mut read_buf = BytesMut::new();
 //! // One turn of the loop; a real transport repeats it until `is_closed()` and `out` is empty.
-//! conn.poll_transmit(Instant::now(), &mut out);   // the protocol header, first
+//! conn.poll_transmit(now, &mut out); // the protocol header, first
 //! assert_eq!(out.chunk(), b"AMQP\x00\x00\x09\x01");
 //! // socket.write_vectored(out.chunks_vectored(..)); out.advance(written);
 //! // read into `read_buf`, then:
-//! conn.handle_input(Instant::now(), &mut read_buf);
+//! conn.handle_input(now, &mut read_buf);
 //! while let Some(event) = conn.poll_event() {
 //!     match event {
 //!         Event::Connected { .. } => { /* open channels */ }
 //!         _ => {}
 //!     }
 //! }
-//! let _wake_at = conn.poll_timeout();             // sleep until then, or until readable
+//! let _wake_at = conn.poll_timeout(); // sleep until origin + this, or until readable
 //! ```
 
 mod api;
@@ -58,7 +66,7 @@ mod tags;
 mod tests;
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::Duration;
 
 use bytes::BytesMut;
 
@@ -126,9 +134,9 @@ pub struct Connection {
     tune: Tune,
     server_properties: FieldTable,
     heartbeat: Heartbeat,
-    now: Instant,
-    handshake_deadline: Instant,
-    close_deadline: Option<Instant>,
+    now: Duration,
+    handshake_deadline: Duration,
+    close_deadline: Option<Duration>,
     /// Why we sent `connection.close`, reported when `close-ok` comes.
     closing: Option<CloseReason>,
     /// Sticky: set once, reported by `Event::Closed` once.
@@ -139,7 +147,8 @@ pub struct Connection {
 
 impl Connection {
     /// A client connection; the protocol header is queued for `poll_transmit` at once.
-    pub fn client(config: ClientConfig, now: Instant) -> Self {
+    /// `now` is the transport's monotonic clock (see the module docs on time).
+    pub fn client(config: ClientConfig, now: Duration) -> Self {
         let mut shared = Shared::new(FRAME_MIN_SIZE, config.max_message_size);
         shared.out.push_raw(&ProtocolVersion::AMQP_0_9_1.header());
         let virtual_host = ShortStr::try_from(config.virtual_host.as_str());
@@ -209,7 +218,7 @@ impl Connection {
     // ----- (B) input -----
 
     /// Consumes the whole frames at the front of `src`, leaving a partial frame there.
-    pub fn handle_input(&mut self, now: Instant, src: &mut BytesMut) {
+    pub fn handle_input(&mut self, now: Duration, src: &mut BytesMut) {
         self.now = now;
         if !src.is_empty() {
             self.heartbeat.received(now);
@@ -229,7 +238,7 @@ impl Connection {
 
     /// Acts on the instant `poll_timeout` gave: a heartbeat to send, a dead peer, a
     /// handshake or close that took too long.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Duration) {
         self.now = now;
         match self.phase {
             Phase::Closed => return,
@@ -258,7 +267,7 @@ impl Connection {
     /// The transport holds the peer's bytes back on purpose (a consumer that is not read
     /// makes it stop reading the socket): the peer is not silent, we are not listening, so its
     /// heartbeat deadline moves on to `now`.
-    pub fn handle_peer_activity(&mut self, now: Instant) {
+    pub fn handle_peer_activity(&mut self, now: Duration) {
         self.now = now;
         self.heartbeat.received(now);
     }
@@ -415,7 +424,7 @@ impl Connection {
     /// Moves every queued frame into `out` (published bodies by reference) and returns the
     /// number of octets moved.
     #[must_use = "the octets moved into `out` must be written to the socket"]
-    pub fn poll_transmit(&mut self, now: Instant, out: &mut Transmit) -> usize {
+    pub fn poll_transmit(&mut self, now: Duration, out: &mut Transmit) -> usize {
         let n = self.shared.out.len();
         if n > 0 {
             out.append(&mut self.shared.out);
@@ -430,9 +439,10 @@ impl Connection {
         self.shared.events.pop_front()
     }
 
-    /// When to call [`Connection::handle_timeout`] if nothing else happens first.
+    /// When to call [`Connection::handle_timeout`] if nothing else happens first, on the
+    /// transport's clock (the `now` it passes in).
     #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Duration> {
         let deadline = match self.phase {
             Phase::Closed => return None,
             Phase::Start | Phase::Tune | Phase::OpenOk => Some(self.handshake_deadline),
