@@ -222,6 +222,11 @@ pub struct ConnectionConfig {
 /// Publishes awaiting their confirm when the connection is lost resolve with
 /// [`crate::Error::OutcomeUnknown`], unless `republish` is set: then they are published again
 /// on the new connection and resolve with the new outcome (at-least-once, duplicates possible).
+///
+/// While the connection is down, commands wait in the connection's bounded queue and go out
+/// once it is recovered: a publish made then resolves only after the recovery (or with the
+/// connection's error when recovery gives up). With `max_rounds: None` an outage that never
+/// ends keeps such a [`crate::Confirm`] pending; bound it with `max_rounds` or a timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Recovery {
     /// Recover at all. Default true.

@@ -156,29 +156,26 @@ async fn cut_stream(messages: u64, target: u64, republish: bool) -> Cuts {
                 let (cuts, accepted) = (pp.cuts(), pp.accepted());
                 // The producer's downstream carries only small confirms: a cut after up to
                 // 16 KiB of it could wait past the end of the stream, so cut its upstream.
-                if fastrand::bool() {
-                    pp.cut();
+                let applied = if fastrand::bool() {
+                    pp.cut()
                 } else {
-                    pp.cut_after(Direction::Upstream, fastrand::u64(0..16 * 1024));
+                    pp.cut_after(Direction::Upstream, fastrand::u64(0..16 * 1024))
+                };
+                if applied == 0 {
+                    // The producer is between connections: waiting for a cut that cannot
+                    // happen would end the faults; try again once it has one.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
                 }
                 if fastrand::bool() {
                     random_cut(&cp);
                 }
                 // A cut after some octets happens when they have passed.
-                while pp.cuts() == cuts && !p.publishing_done() {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+                forced_cut(&pp, cuts, &p).await;
                 cut_events.fetch_add(1, Ordering::SeqCst);
+                // Sometimes the next connection too.
                 if fastrand::u8(0..4) == 0 {
-                    // Sometimes the next connection too, within its first octets: in the
-                    // handshake, or while channels and consumers are being restored.
-                    while pp.accepted() == accepted && !p.publishing_done() {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    pp.cut_after(Direction::Upstream, fastrand::u64(0..2048));
-                    while pp.cuts() == cuts + 1 && !p.publishing_done() {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
+                    cut_next_connection_early(&pp, accepted, Direction::Upstream, &p).await;
                     early_cuts.fetch_add(1, Ordering::SeqCst);
                 }
                 next = p.confirmed() + gap(cut_events.load(Ordering::SeqCst) as u64);
@@ -220,6 +217,83 @@ async fn with_republish_random_proxy_cuts_leave_no_outcome_unknown() {
     // above carries the 20-cut requirement. Here the cuts only have to have happened.
     assert!(cuts.events >= 2, "{} cuts: {report}", cuts.events);
     assert_eq!(report.outcome_unknown, 0, "republished instead: {report}");
+}
+
+/// Waits until `proxy` has cut a connection since it had cut `before`, cutting whatever it
+/// forwards after 50 ms. With nothing left to cut (the connection ended otherwise), it stops
+/// waiting: cutting the next connection at once, and each after it, would keep the client
+/// from ever recovering, which no client survives.
+async fn forced_cut(proxy: &Proxy, before: usize, progress: &Progress) {
+    let since = Instant::now();
+    while proxy.cuts() == before && !progress.publishing_done() {
+        if since.elapsed() > Duration::from_millis(50) && proxy.cut() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Waits for the connection that follows the `accepted`-th, then cuts it within its first
+/// 2 KiB in `direction`: in its handshake, or while its channels and consumers are being
+/// restored.
+async fn cut_next_connection_early(
+    proxy: &Proxy,
+    accepted: usize,
+    direction: Direction,
+    progress: &Progress,
+) {
+    while proxy.accepted() == accepted && !progress.publishing_done() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let before = proxy.cuts();
+    proxy.cut_after(direction, fastrand::u64(0..2048));
+    forced_cut(proxy, before, progress).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_messages_survive_a_storm_of_cuts_in_handshakes_and_replays() {
+    amqp_tests::init_logging();
+    let pp = Arc::new(Proxy::to_broker().await);
+    let cp = Arc::new(Proxy::to_broker().await);
+    let spec = stream_spec(
+        100_000,
+        via(&pp, &unique("storm-producer")),
+        via(&cp, &unique("storm-consumer")),
+    );
+    let faults = {
+        let (pp, cp) = (pp.clone(), cp.clone());
+        move |p: Arc<Progress>| async move {
+            // Unpaced, a cut every 50 ms or so, and every other one followed by a cut of
+            // the next connection within its first octets either way: in its handshake, or
+            // while its channels, confirm mode and consumers are being restored.
+            loop {
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..100))).await;
+                if p.publishing_done() {
+                    return;
+                }
+                let (cuts, accepted) = (pp.cuts(), pp.accepted());
+                random_cut(&pp);
+                if fastrand::bool() {
+                    random_cut(&cp);
+                }
+                forced_cut(&pp, cuts, &p).await;
+                if fastrand::bool() {
+                    let direction = if fastrand::bool() {
+                        Direction::Upstream
+                    } else {
+                        Direction::Downstream
+                    };
+                    cut_next_connection_early(&pp, accepted, direction, &p).await;
+                }
+            }
+        }
+    };
+    let report = at_least_once::run(spec, faults).await;
+    // Connections of the producer actually reset, handshakes and replays included.
+    let cut = pp.cuts();
+    println!("cut storm: {report} producer_connections_cut={cut}");
+    check(&report);
+    assert!(cut >= 20, "{cut} cuts: {report}");
 }
 
 /// Closes, with `rabbitmqctl`, the broker-side connections whose client gave `name`;
