@@ -212,7 +212,32 @@ impl StreamLog {
 }
 
 /// A channel with a prefetch and a stream consumer from `offset` (`None`: the first).
+///
+/// The broker refuses a stream consumer (406 "does not have a replica on the local node")
+/// while the stream's member on the connection's node is not running: just after the
+/// stream was declared on another node, or while members restart after a kill. So this
+/// tries again for up to 60 s, and panics after that.
 async fn consume_stream(
+    conn: &Connection,
+    stream: &str,
+    prefetch: u16,
+    offset: Option<i64>,
+) -> (Channel, Consumer) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match try_consume_stream(conn, stream, prefetch, offset).await {
+            Ok(consuming) => return consuming,
+            Err(e) if Instant::now() < deadline => {
+                println!("consuming the stream from {offset:?} failed: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot consume the stream from {offset:?}: {e}"),
+        }
+    }
+}
+
+/// One attempt of [`consume_stream`].
+async fn try_consume_stream(
     conn: &Connection,
     stream: &str,
     prefetch: u16,
@@ -370,9 +395,8 @@ async fn stream_consumer_resumes_after_its_last_offset_across_node_kills() {
         let stream = stream.clone();
         tokio::spawn(async move {
             let mut events = conn.events();
-            let (mut ch, mut consumer) = consume_stream(&conn, &stream, PREFETCH, None)
-                .await
-                .expect("consume the stream");
+            // A stream just declared on another node may not have its replica here yet.
+            let (mut ch, mut consumer) = consume_stream(&conn, &stream, PREFETCH, None).await;
             consumer_node.store(
                 node_of_port(conn.endpoint().port).unwrap_or(0),
                 Ordering::SeqCst,
@@ -424,23 +448,10 @@ async fn stream_consumer_resumes_after_its_last_offset_across_node_kills() {
                     continue;
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(5), ch.close()).await;
-                let deadline = Instant::now() + Duration::from_secs(60);
-                loop {
-                    let from = log.lock().unwrap().last.map(|l| l + 1);
-                    match consume_stream(&conn, &stream, PREFETCH, from).await {
-                        Ok((c, s)) => {
-                            println!("stream consumer resumed from offset {from:?}");
-                            log.lock().unwrap().resumes.push(from.unwrap_or(0));
-                            (ch, consumer) = (c, s);
-                            break;
-                        }
-                        Err(e) if Instant::now() < deadline => {
-                            println!("consuming again failed: {e}; retrying");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        Err(e) => panic!("cannot consume the stream again: {e}"),
-                    }
-                }
+                let from = log.lock().unwrap().last.map(|l| l + 1);
+                (ch, consumer) = consume_stream(&conn, &stream, PREFETCH, from).await;
+                println!("stream consumer resumed from offset {from:?}");
+                log.lock().unwrap().resumes.push(from.unwrap_or(0));
             }
         })
     };
