@@ -2,12 +2,16 @@
 
 use std::panic::AssertUnwindSafe;
 
+use std::sync::Arc;
+
 use amqp_client::{
-    BasicProperties, Channel, Confirmation, Consumer, Error, FieldTable, FieldValue,
+    BasicProperties, Channel, Confirmation, Consumer, Delivery, Error, FieldTable, FieldValue,
     PublishOptions, ShortStr,
 };
 use bytes::Bytes;
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 /// How a confirmed publish failed.
 #[derive(Debug, thiserror::Error)]
@@ -116,8 +120,65 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 
 /// Completes once `stop` says true (or its sender is gone). The watch's guard is dropped
 /// before returning, so this can sit in a `select!` whose other branches await.
-pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The next delivery, or `None` when asked to stop or the consumer ended.
+pub(crate) async fn next_or_stop(
+    consumer: &mut Consumer,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<amqp_client::Result<Delivery>> {
+    tokio::select! {
+        next = consumer.next() => next,
+        () = stopped(stop) => None,
+    }
+}
+
+/// Hands each delivery to `handle`, each on its own task and at most `concurrency` at once,
+/// until `stop` says true or the consumer ends; then [`finish`]es on `channel` once the
+/// running handlers are done.
+///
+/// # Errors
+/// The consumer's error, when it ended with one.
+pub(crate) async fn consume_concurrently<H, F>(
+    mut consumer: Consumer,
+    channel: &Channel,
+    concurrency: usize,
+    mut stop: watch::Receiver<bool>,
+    handle: H,
+) -> amqp_client::Result<()>
+where
+    H: Fn(Delivery) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = JoinSet::new();
+    let result = loop {
+        // Waiting for a free handler before taking the next delivery leaves the rest
+        // prefetched, where shutdown can hand them back.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit,
+            () = stopped(&mut stop) => break Ok(()),
+        };
+        let Ok(permit) = permit else { break Ok(()) };
+        let delivery = match next_or_stop(&mut consumer, &mut stop).await {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(e)) => break Err(e),
+            None => break Ok(()),
+        };
+        let handled = handle(delivery);
+        tasks.spawn(async move {
+            handled.await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    };
+    finish(consumer, channel, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    result
 }
 
 /// Graceful end of a consumer: no more deliveries, the prefetched ones back to the queue,

@@ -6,15 +6,14 @@ use amqp_client::{
     BasicProperties, Channel, Connection, Consumer, Delivery, FieldTable, QueueDeclareOptions,
 };
 use bytes::Bytes;
-use futures_util::StreamExt;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::{ERROR_HEADER, RpcError};
 use crate::codec::Codec;
 use crate::common::{
-    catch_panic, content_type, finish, headers_mut, message_properties, prefixed,
-    publish_confirmed, stopped,
+    catch_panic, consume_concurrently, content_type, headers_mut, message_properties, prefixed,
+    publish_confirmed,
 };
 
 /// Options of [`RpcServer::serve`].
@@ -140,11 +139,11 @@ impl RpcServer {
 }
 
 async fn run<Req, Resp, H, F, E>(
-    mut consumer: Consumer,
+    consumer: Consumer,
     responder: Arc<Responder<Req, Resp>>,
     handler: Arc<H>,
     concurrency: usize,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), RpcError>
 where
     Req: Codec,
@@ -153,35 +152,12 @@ where
     F: Future<Output = Result<Resp::Item, E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let mut tasks = JoinSet::new();
-    let result = loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit,
-            () = stopped(&mut stop) => break Ok(()),
-        };
-        let Ok(permit) = permit else { break Ok(()) };
-        let next = tokio::select! {
-            next = consumer.next() => next,
-            () = stopped(&mut stop) => break Ok(()),
-        };
-        let request = match next {
-            Some(Ok(request)) => request,
-            Some(Err(e)) => break Err(e.into()),
-            None => break Ok(()),
-        };
+    consume_concurrently(consumer, &responder.channel, concurrency, stop, |request| {
         let (responder, handler) = (responder.clone(), handler.clone());
-        tasks.spawn(async move {
-            responder.answer(request, &*handler).await;
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
-    };
-    finish(consumer, &responder.channel, async {
-        while tasks.join_next().await.is_some() {}
+        async move { responder.answer(request, &*handler).await }
     })
-    .await;
-    result
+    .await
+    .map_err(Into::into)
 }
 
 impl<Req: Codec, Resp: Codec> Responder<Req, Resp> {

@@ -4,9 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amqp_client::{BasicProperties, Channel, Connection, Consumer, Delivery};
-use futures_util::StreamExt;
-use tokio::sync::{Semaphore, broadcast, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{
@@ -14,7 +13,8 @@ use super::{
 };
 use crate::codec::Codec;
 use crate::common::{
-    catch_panic, content_type, finish, header_int, headers_mut, publish_confirmed, stopped,
+    catch_panic, consume_concurrently, content_type, finish, header_int, headers_mut, next_or_stop,
+    publish_confirmed,
 };
 
 /// RabbitMQ's default `consumer_timeout`: 30 minutes.
@@ -249,56 +249,30 @@ where
     Ok(Worker { stop, task, events })
 }
 
-/// The next delivery, or `None` when asked to stop or the consumer ended.
-async fn next_or_stop(
-    consumer: &mut Consumer,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<amqp_client::Result<Delivery>> {
-    tokio::select! {
-        next = consumer.next() => next,
-        () = stopped(stop) => None,
-    }
-}
-
 async fn run<C, H, F>(
-    mut consumer: Consumer,
+    consumer: Consumer,
     processor: Arc<Processor<C>>,
     handler: Arc<H>,
     concurrency: usize,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), WorkQueueError>
 where
     C: Codec,
     H: Fn(Job<C::Item>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<(), JobError>> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let mut tasks = JoinSet::new();
-    let result = loop {
-        // Waiting for a free handler before taking the next delivery leaves the rest
-        // prefetched, where shutdown can hand them back.
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit,
-            () = stopped(&mut stop) => break Ok(()),
-        };
-        let Ok(permit) = permit else { break Ok(()) };
-        let delivery = match next_or_stop(&mut consumer, &mut stop).await {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(e)) => break Err(e.into()),
-            None => break Ok(()),
-        };
-        let (processor, handler) = (processor.clone(), handler.clone());
-        tasks.spawn(async move {
-            processor.handle_one(delivery, &*handler).await;
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
-    };
-    finish(consumer, &processor.channel, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    result
+    consume_concurrently(
+        consumer,
+        &processor.channel,
+        concurrency,
+        stop,
+        |delivery| {
+            let (processor, handler) = (processor.clone(), handler.clone());
+            async move { processor.handle_one(delivery, &*handler).await }
+        },
+    )
+    .await
+    .map_err(Into::into)
 }
 
 async fn run_batches<C, H, F>(
