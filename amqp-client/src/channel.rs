@@ -7,9 +7,9 @@ use std::time::Duration;
 use amqp_wire::connection::UsageError;
 use amqp_wire::methods::*;
 use amqp_wire::{ChannelId, DeliveryTag, FieldTable, Method, ReplyCode, ShortStr};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc};
 
-use crate::command::{Command, ConsumerSink, Reply, Settle};
+use crate::command::{Command, ConsumerSink, Reply, Settle, ask};
 use crate::connection::ConnShared;
 use crate::error::{Error, Result};
 use crate::options::{
@@ -155,28 +155,21 @@ impl Channel {
         consumer: Option<ConsumerSink>,
     ) -> Result<Reply> {
         self.check_open()?;
-        let operation = method.name();
-        let (reply, rx) = oneshot::channel();
-        let command = Command::Call {
-            channel: self.shared.id,
-            generation: self.shared.generation,
-            method,
-            reply,
-            consumer,
-        };
-        let exchange = async {
-            self.tx
-                .send(command)
-                .await
-                .map_err(|_| self.shared.gone())?;
-            rx.await.map_err(|_| self.shared.gone())?
-        };
-        let reply = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| Error::Timeout {
-                operation,
-                after: self.timeout,
-            })?;
+        let (channel, generation) = (self.shared.id, self.shared.generation);
+        let reply = ask(
+            &self.tx,
+            method.name(),
+            self.timeout,
+            || self.shared.gone(),
+            |reply| Command::Call {
+                channel,
+                generation,
+                method,
+                reply,
+                consumer,
+            },
+        )
+        .await;
         reply.map_err(|e| self.shared.explain(e))
     }
 
@@ -439,8 +432,7 @@ impl Channel {
 
     async fn settle(&self, tag: DeliveryTag, how: Settle) -> Result<()> {
         self.check_open()?;
-        let (reply, rx) = oneshot::channel();
-        let command = Command::Settle {
+        let command = |reply| Command::Settle {
             channel: self.shared.id,
             generation: self.shared.generation,
             epoch: self.shared.epoch.load(Ordering::Acquire),
@@ -448,19 +440,8 @@ impl Channel {
             how,
             reply: Some(reply),
         };
-        let exchange = async {
-            self.tx
-                .send(command)
-                .await
-                .map_err(|_| self.shared.gone())?;
-            rx.await.map_err(|_| self.shared.gone())?
-        };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: "settle",
-                after: self.timeout,
-            })?
+        let gone = || self.shared.gone();
+        ask(&self.tx, "settle", self.timeout, gone, command).await
     }
 
     /// Closes the channel and waits for the broker's close-ok.
@@ -474,27 +455,15 @@ impl Channel {
                 e => Err(e),
             };
         }
-        let (reply, rx) = oneshot::channel();
-        let command = Command::CloseChannel {
+        let command = |reply| Command::CloseChannel {
             channel: self.shared.id,
             generation: self.shared.generation,
             code: ReplyCode::SUCCESS,
             text: "bye".into(),
             reply,
         };
-        let exchange = async {
-            self.tx
-                .send(command)
-                .await
-                .map_err(|_| self.shared.gone())?;
-            rx.await.map_err(|_| self.shared.gone())?
-        };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: "channel.close",
-                after: self.timeout,
-            })?
+        let gone = || self.shared.gone();
+        ask(&self.tx, "channel.close", self.timeout, gone, command).await
     }
 }
 

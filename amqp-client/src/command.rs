@@ -1,6 +1,7 @@
 //! What handles ask the driver task to do.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use amqp_wire::connection::Delivery as WireDelivery;
 use amqp_wire::methods::BasicPublish;
@@ -10,8 +11,31 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use crate::channel::ChannelShared;
 use crate::consumer::{ConsumerEnd, ConsumerItem};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::publish::Confirmation;
+
+/// Sends the command `command` builds around a reply sender to the driver, and waits for the
+/// reply: at most `limit`, else [`Error::Timeout`] naming `operation`. `gone` is the error
+/// when the driver cannot take the command or drops its reply (the connection ended).
+pub(crate) async fn ask<T>(
+    tx: &mpsc::Sender<Command>,
+    operation: &'static str,
+    limit: Duration,
+    gone: impl Fn() -> Error,
+    command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+) -> Result<T> {
+    let (reply, rx) = oneshot::channel();
+    let exchange = async {
+        tx.send(command(reply)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .map_err(|_| Error::Timeout {
+            operation,
+            after: limit,
+        })?
+}
 
 /// The answer to a synchronous request.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use amqp_wire::{FieldTable, LongStr, ReplyCode, ShortStr};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::channel::Channel;
-use crate::command::Command;
+use crate::command::{Command, ask};
 use crate::config::{ConnectionConfig, Endpoint};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
@@ -202,21 +202,10 @@ impl Connection {
     /// # Errors
     /// When the connection is gone, or every channel number is taken.
     pub async fn open_channel(&self) -> Result<Channel> {
-        let (reply, rx) = oneshot::channel();
         let limit = self.shared.limits.operation_timeout;
-        let open = async {
-            self.tx
-                .send(Command::OpenChannel { reply })
-                .await
-                .map_err(|_| self.shared.gone())?;
-            rx.await.map_err(|_| self.shared.gone())?
-        };
-        let shared = tokio::time::timeout(limit, open)
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: "channel.open",
-                after: limit,
-            })??;
+        let gone = || self.shared.gone();
+        let command = |reply| Command::OpenChannel { reply };
+        let shared = ask(&self.tx, "channel.open", limit, gone, command).await?;
         Ok(Channel::new(shared, self.tx.clone()))
     }
 
@@ -237,27 +226,14 @@ impl Connection {
         // While the connection is down and being recovered, the driver takes no commands:
         // this tells it to stop recovering.
         self.shared.close_requested.send_replace(true);
-        let (reply, rx) = oneshot::channel();
         let limit = self.shared.limits.operation_timeout;
-        let close = async {
-            let command = Command::Close {
-                code: ReplyCode::SUCCESS,
-                text: "closed by the application".into(),
-                reply,
-            };
-            self.tx
-                .send(command)
-                .await
-                .map_err(|_| self.shared.gone())?;
-            rx.await.map_err(|_| self.shared.gone())?
+        let gone = || self.shared.gone();
+        let command = |reply| Command::Close {
+            code: ReplyCode::SUCCESS,
+            text: "closed by the application".into(),
+            reply,
         };
-        match tokio::time::timeout(limit, close).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                operation: "connection.close",
-                after: limit,
-            }),
-        }
+        ask(&self.tx, "connection.close", limit, gone, command).await
     }
 
     /// Replaces the connection's secret, such as an expiring OAuth 2 token
@@ -266,26 +242,15 @@ impl Connection {
     /// # Errors
     /// 530 when the broker refuses the new secret (it then closes the connection).
     pub async fn update_secret(&self, secret: &str, reason: &str) -> Result<()> {
-        let (reply, rx) = oneshot::channel();
         let limit = self.shared.limits.operation_timeout;
-        let update = async {
-            let command = Command::UpdateSecret {
-                secret: LongStr::from(secret),
-                reason: reason.into(),
-                reply,
-            };
-            self.tx
-                .send(command)
-                .await
-                .map_err(|_| self.shared.gone())?;
-            rx.await.map_err(|_| self.shared.gone())?
+        let gone = || self.shared.gone();
+        let command = |reply| Command::UpdateSecret {
+            secret: LongStr::from(secret),
+            reason: reason.into(),
+            reply,
         };
-        tokio::time::timeout(limit, update)
+        ask(&self.tx, "connection.update-secret", limit, gone, command)
             .await
-            .map_err(|_| Error::Timeout {
-                operation: "connection.update-secret",
-                after: limit,
-            })?
             .map(drop)
     }
 
