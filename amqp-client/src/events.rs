@@ -75,10 +75,7 @@ impl Router {
                 channel,
                 consumer_tag,
             } => {
-                let route = self
-                    .routes
-                    .get_mut(usize::from(channel.0))
-                    .and_then(Option::as_mut);
+                let route = self.routes.get_mut(channel);
                 let sink = route.and_then(|r| {
                     r.consumer_specs.remove(&consumer_tag);
                     r.consumers.remove(&consumer_tag)
@@ -90,11 +87,7 @@ impl Router {
                 }
             }
             Event::Returned { channel, message } => {
-                let listener = self
-                    .routes
-                    .get(usize::from(channel.0))
-                    .and_then(Option::as_ref)
-                    .and_then(|r| r.returns.as_ref());
+                let listener = self.routes.get(channel).and_then(|r| r.returns.as_ref());
                 let delivered = match listener {
                     Some(tx) => tx.try_send(*message).is_ok(),
                     None => false,
@@ -137,11 +130,7 @@ impl Router {
     pub(crate) fn opened(&mut self, id: ChannelId, engine: &mut Engine) {
         self.generation += 1;
         let shared = Arc::new(ChannelShared::new(id, self.generation, self.conn.clone()));
-        let slot = usize::from(id.0);
-        if self.routes.len() <= slot {
-            self.routes.resize_with(slot + 1, || None);
-        }
-        self.routes[slot] = Some(Route::new(shared.clone()));
+        self.routes.insert(id, Route::new(shared.clone()));
         let taken = self
             .opening
             .remove(&id)
@@ -155,11 +144,7 @@ impl Router {
     }
 
     pub(crate) fn reply(&mut self, channel: ChannelId, request: RequestId, method: Method) {
-        let Some(route) = self
-            .routes
-            .get_mut(usize::from(channel.0))
-            .and_then(Option::as_mut)
-        else {
+        let Some(route) = self.routes.get_mut(channel) else {
             return;
         };
         let Some(pending) = route.requests.remove(&request) else {
@@ -191,8 +176,7 @@ impl Router {
     ) {
         let pending = self
             .routes
-            .get_mut(usize::from(channel.0))
-            .and_then(Option::as_mut)
+            .get_mut(channel)
             .and_then(|r| r.requests.remove(&request));
         let tag = message.as_ref().map(|(d, _)| d.delivery_tag);
         let delivered =
@@ -210,11 +194,7 @@ impl Router {
         engine: &mut Engine,
     ) {
         let tx = self.tx.upgrade();
-        let Some(route) = self
-            .routes
-            .get_mut(usize::from(channel.0))
-            .and_then(Option::as_mut)
-        else {
+        let Some(route) = self.routes.get_mut(channel) else {
             return;
         };
         let tag = delivery.delivery_tag;
@@ -277,8 +257,7 @@ impl Router {
                 let item = &parked.item;
                 let spec = self
                     .routes
-                    .get_mut(usize::from(item.channel_id().0))
-                    .and_then(Option::as_mut)
+                    .get_mut(item.channel_id())
                     .and_then(|route| route.consumer_specs.get_mut(&item.consumer_tag));
                 if let (Some(offset), Some(spec)) =
                     (topology::stream_offset(&item.properties), spec)
@@ -305,11 +284,7 @@ impl Router {
         tag: DeliveryTag,
         outcome: WireConfirmation,
     ) {
-        let Some(route) = self
-            .routes
-            .get_mut(usize::from(channel.0))
-            .and_then(Option::as_mut)
-        else {
+        let Some(route) = self.routes.get_mut(channel) else {
             return;
         };
         let at = match route.confirms.front() {
@@ -364,11 +339,7 @@ impl Router {
             // Its channel is gone, so the broker requeues it.
             self.parked = None;
         }
-        if let Some(route) = self
-            .routes
-            .get_mut(usize::from(channel.0))
-            .and_then(Option::take)
-        {
+        if let Some(route) = self.routes.take(channel) {
             route.end(&error, clean);
         }
     }
@@ -387,7 +358,7 @@ impl Router {
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Err(error.clone()));
         }
-        for route in self.routes.drain(..).flatten() {
+        for route in self.routes.drain() {
             route.end(&error, clean);
         }
         for (_, reply) in self.opening.drain() {

@@ -102,8 +102,8 @@ impl Router {
             error: error.clone(),
         });
         self.fail_waiting(error);
-        for slot in &mut self.routes {
-            let Some(route) = slot else { continue };
+        let mut closed = Vec::new();
+        for route in self.routes.iter_mut() {
             route.shared.epoch.fetch_add(1, Ordering::AcqRel);
             for (_, pending) in route.requests.drain() {
                 let _ = pending.reply.send(Err(error.clone()));
@@ -117,17 +117,18 @@ impl Router {
             }
             if !route.closing.is_empty() {
                 // The application was closing it: it is closed now.
-                if let Some(route) = slot.take() {
-                    let reason = CloseReason {
-                        code: ReplyCode::SUCCESS,
-                        text: amqp_wire::ShortStr::from_static("closed with the connection"),
-                        class_id: 0,
-                        method_id: 0,
-                        initiator: Initiator::Local,
-                    };
-                    route.end(&Error::ChannelClosed(reason), true);
-                }
+                closed.push(route.shared.id);
             }
+        }
+        for route in closed.into_iter().filter_map(|id| self.routes.take(id)) {
+            let reason = CloseReason {
+                code: ReplyCode::SUCCESS,
+                text: amqp_wire::ShortStr::from_static("closed with the connection"),
+                class_id: 0,
+                method_id: 0,
+                initiator: Initiator::Local,
+            };
+            route.end(&Error::ChannelClosed(reason), true);
         }
     }
 
@@ -150,7 +151,7 @@ impl Router {
             topology_channel: None,
         };
         let mut refused = Vec::new();
-        for route in self.routes.iter().flatten() {
+        for route in self.routes.iter() {
             let id = route.shared.id;
             match engine.open_channel_at(id) {
                 Ok(()) => {
@@ -196,8 +197,7 @@ impl Router {
         if replay.topology_channel != Some(id) {
             let settings = self
                 .routes
-                .get(usize::from(id.0))
-                .and_then(Option::as_ref)
+                .get(id)
                 .map(|r| r.settings.clone())
                 .unwrap_or_default();
             for method in settings {
@@ -231,7 +231,7 @@ impl Router {
                 .and_then(|q| self.topology.renamed(q, ok.queue.clone()))
             {
                 tracing::info!(%old, new = %ok.queue, "server-named queue renamed by the recovery");
-                for route in self.routes.iter_mut().flatten() {
+                for route in self.routes.iter_mut() {
                     for spec in route.consumer_specs.values_mut() {
                         if spec.queue == old {
                             spec.queue = ok.queue.clone();
@@ -299,7 +299,7 @@ impl Router {
                 }
                 Phase::Binding => {
                     replay.phase = Phase::Consuming;
-                    for route in self.routes.iter_mut().flatten() {
+                    for route in self.routes.iter_mut() {
                         let id = route.shared.id;
                         for (tag, spec) in &route.consumer_specs {
                             replay.send(

@@ -39,6 +39,51 @@ pub(crate) struct Pending {
     pub(crate) request: Option<Method>,
 }
 
+/// The routes of the open channels, by channel number.
+#[derive(Debug, Default)]
+pub(crate) struct Routes(Vec<Option<Route>>);
+
+impl Routes {
+    pub(crate) fn get(&self, channel: ChannelId) -> Option<&Route> {
+        self.0.get(usize::from(channel.0)).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn get_mut(&mut self, channel: ChannelId) -> Option<&mut Route> {
+        self.0
+            .get_mut(usize::from(channel.0))
+            .and_then(Option::as_mut)
+    }
+
+    /// Sets the route of `channel`, replacing any it had.
+    pub(crate) fn insert(&mut self, channel: ChannelId, route: Route) {
+        let slot = usize::from(channel.0);
+        if self.0.len() <= slot {
+            self.0.resize_with(slot + 1, || None);
+        }
+        self.0[slot] = Some(route);
+    }
+
+    /// Removes the route of `channel` and returns it.
+    pub(crate) fn take(&mut self, channel: ChannelId) -> Option<Route> {
+        self.0
+            .get_mut(usize::from(channel.0))
+            .and_then(Option::take)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.0.iter().flatten()
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Route> {
+        self.0.iter_mut().flatten()
+    }
+
+    /// Removes every route.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Route> + '_ {
+        self.0.drain(..).flatten()
+    }
+}
+
 /// What waits on one open channel, and what a recovery must restore on it.
 #[derive(Debug)]
 pub(crate) struct Route {
@@ -130,7 +175,7 @@ pub(crate) struct Router {
     pub(crate) tx: mpsc::WeakSender<Command>,
     pub(crate) blocked: watch::Sender<bool>,
     pub(crate) ready: Option<oneshot::Sender<Result<()>>>,
-    pub(crate) routes: Vec<Option<Route>>,
+    pub(crate) routes: Routes,
     pub(crate) opening: HashMap<ChannelId, oneshot::Sender<Result<Arc<ChannelShared>>>>,
     pub(crate) secrets: HashMap<RequestId, oneshot::Sender<Result<Reply>>>,
     pub(crate) closing: Vec<oneshot::Sender<Result<()>>>,
@@ -165,7 +210,7 @@ impl Router {
             tx,
             blocked,
             ready: Some(ready),
-            routes: Vec::new(),
+            routes: Routes::default(),
             opening: HashMap::new(),
             secrets: HashMap::new(),
             closing: Vec::new(),
@@ -215,8 +260,7 @@ impl Router {
 
     pub(crate) fn route_mut(&mut self, channel: ChannelId, generation: u64) -> Option<&mut Route> {
         self.routes
-            .get_mut(usize::from(channel.0))
-            .and_then(Option::as_mut)
+            .get_mut(channel)
             .filter(|r| r.shared.generation == generation)
     }
 
