@@ -10,17 +10,16 @@
 // and forwards every call to `System` unchanged. The library crates stay `forbid`.
 #![allow(unsafe_code)]
 
+mod amq;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame, parse_frame};
-use amq_protocol::protocol::{AMQPClass, BasicProperties as AmqProperties, basic};
-use amq_protocol::types::generation::gen_field_table;
-use amq_protocol::types::parsing::parse_field_table;
+use amq_protocol::protocol::BasicProperties as AmqProperties;
 use amqp_benches::{
-    CHANNEL, FRAME_MAX, body, consuming_connection, delivery_stream, drain, field_table_20,
+    BODIES, CHANNEL, FRAME_MAX, body, consuming_connection, delivery_stream, drain, field_table_20,
     publish_method, publish_properties, read_chunks,
 };
 use amqp_wire::connection::Event;
@@ -80,8 +79,6 @@ fn allocations_in(f: impl FnOnce()) -> usize {
 const COUNT: usize = 2_000;
 const SMOKE_COUNT: usize = 64;
 
-const BODIES: [(usize, &str); 3] = [(16, "16B"), (4096, "4KiB"), (131_072, "128KiB")];
-
 /// One measured row: what, for whom, and allocations per message.
 struct Row {
     case: String,
@@ -124,12 +121,7 @@ fn deliveries(rows: &mut Vec<Row>, count: usize) {
             drop(reads);
 
             let amq = allocations_in(|| {
-                let mut rest = &stream[..];
-                while !rest.is_empty() {
-                    let (next, frame) = parse_frame(rest).expect("a valid stream");
-                    black_box(frame);
-                    rest = next;
-                }
+                black_box(amq::decode_all(&stream));
             });
             for (codec, n) in [
                 ("ours", ours),
@@ -171,13 +163,7 @@ fn publishes(rows: &mut Vec<Row>, count: usize) {
             for _ in 0..count / 64 {
                 buffer.clear();
                 for _ in 0..64 {
-                    for frame in amq_publish_frames(&amq_properties, &body) {
-                        let context = WriteContext::from(std::mem::take(buffer));
-                        let (written, _) = gen_frame(&frame)(context)
-                            .expect("a publish serialises")
-                            .into_inner();
-                        *buffer = written;
-                    }
+                    amq::serialise(&amq::publish_frames(&amq_properties, &body), buffer);
                 }
             }
         };
@@ -197,37 +183,12 @@ fn publishes(rows: &mut Vec<Row>, count: usize) {
     }
 }
 
-/// As `benches/peers.rs`: what lapin's `basic_publish` queues for one message.
-fn amq_publish_frames(properties: &AmqProperties, payload: &[u8]) -> Vec<AMQPFrame> {
-    let method = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-        exchange: "".into(),
-        routing_key: "bench".into(),
-        mandatory: false,
-        immediate: false,
-    }));
-    let header = AMQPContentHeader {
-        class_id: 60,
-        body_size: payload.len() as u64,
-        properties: properties.clone(),
-    };
-    let mut frames = vec![
-        AMQPFrame::Method(CHANNEL.0, method),
-        AMQPFrame::Header(CHANNEL.0, header),
-    ];
-    frames.extend(
-        payload
-            .chunks(FRAME_MAX as usize - 8)
-            .map(|c| AMQPFrame::Body(CHANNEL.0, c.into())),
-    );
-    frames
-}
-
 fn tables(rows: &mut Vec<Row>, n: usize) {
     let table = field_table_20();
     let mut encoded = BytesMut::new();
     table.encode(&mut encoded);
     let encoded = encoded.freeze();
-    let (_, theirs) = parse_field_table(&encoded[..]).expect("amq-protocol reads our table");
+    let theirs = amq::decode_table(&encoded);
     let mut dst = BytesMut::with_capacity(encoded.len());
     let ours_enc = allocations_in(|| {
         for _ in 0..n {
@@ -238,12 +199,7 @@ fn tables(rows: &mut Vec<Row>, n: usize) {
     let mut buffer = Vec::with_capacity(encoded.len());
     let amq_enc = allocations_in(|| {
         for _ in 0..n {
-            buffer.clear();
-            let context = WriteContext::from(std::mem::take(&mut buffer));
-            buffer = gen_field_table(&theirs)(context)
-                .expect("serialises")
-                .into_inner()
-                .0;
+            amq::encode_table(&theirs, &mut buffer);
         }
     });
     let ours_dec = allocations_in(|| {
@@ -253,7 +209,7 @@ fn tables(rows: &mut Vec<Row>, n: usize) {
     });
     let amq_dec = allocations_in(|| {
         for _ in 0..n {
-            black_box(parse_field_table(&encoded[..]).expect("valid"));
+            black_box(amq::decode_table(&encoded));
         }
     });
     for (case, codec, allocs) in [

@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use amqp_benches::{
-    CHANNEL, FRAME_MAX, MESSAGES, body, consuming_connection, delivery_stream, drain,
+    BODIES, CHANNEL, FRAME_MAX, MESSAGES, body, consuming_connection, delivery_stream, drain,
     field_table_20, publish_method, publish_properties, read_chunks, scan_frames,
 };
 use amqp_wire::connection::{Connection, Event};
@@ -25,8 +25,7 @@ use amqp_wire::{FieldTable, FrameDecoder, Transmit};
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-/// Body sizes and their labels.
-const DECODE_BODIES: [(usize, &str); 3] = [(16, "16B"), (4096, "4KiB"), (131_072, "128KiB")];
+/// Body sizes and their labels: [`BODIES`] and 1 MiB.
 const ENCODE_BODIES: [(usize, &str); 4] = [
     (16, "16B"),
     (4096, "4KiB"),
@@ -47,7 +46,7 @@ fn decode_all(decoder: &mut FrameDecoder, src: &mut BytesMut) -> usize {
 fn deliver_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("deliver_decode");
     group.throughput(Throughput::Elements(MESSAGES as u64));
-    for (len, label) in DECODE_BODIES {
+    for (len, label) in BODIES {
         // A 128 KiB stream is 1.3 GB: copying it into the read buffer takes longer than
         // decoding it, so take fewer samples.
         group.sample_size(if len > 4096 { 10 } else { 100 });
@@ -86,7 +85,7 @@ fn deliver_engine(c: &mut Criterion) {
     let mut group = c.benchmark_group("deliver_engine");
     group.throughput(Throughput::Elements(MESSAGES as u64));
     let now = Duration::ZERO;
-    for (len, label) in &DECODE_BODIES[..2] {
+    for (len, label) in &BODIES[..2] {
         for rich in [false, true] {
             let reads = read_chunks(&delivery_stream(MESSAGES, *len, rich), READ_SIZE);
             let id = if rich {

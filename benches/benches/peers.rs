@@ -18,16 +18,14 @@
 //! - `peers_field_table/{ours,amq-protocol}/{encode,decode}`: the 20-entry table of
 //!   [`field_table_20`], amq-protocol's being the same table parsed by amq-protocol.
 
+mod amq;
+
 use std::hint::black_box;
 
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame, parse_frame};
-use amq_protocol::protocol::{AMQPClass, BasicProperties as AmqProperties, basic};
-use amq_protocol::types::FieldTable as AmqTable;
-use amq_protocol::types::generation::gen_field_table;
-use amq_protocol::types::parsing::parse_field_table;
+use amq_protocol::protocol::BasicProperties as AmqProperties;
 use amqp_benches::{
-    CHANNEL, FRAME_MAX, MESSAGES, body, delivery_stream, drain, field_table_20, publish_method,
-    publish_properties, scan_frames,
+    BODIES, CHANNEL, FRAME_MAX, MESSAGES, body, delivery_stream, drain, field_table_20,
+    publish_method, publish_properties, scan_frames,
 };
 use amqp_wire::{FieldTable, FrameDecoder, Transmit};
 use bytes::{Bytes, BytesMut};
@@ -44,27 +42,11 @@ fn messages() -> usize {
     }
 }
 
-/// Body sizes and their labels.
-const BODIES: [(usize, &str); 3] = [(16, "16B"), (4096, "4KiB"), (131_072, "128KiB")];
-
 /// Decodes every frame in `src` with our decoder; returns how many there were.
 fn decode_ours(decoder: &mut FrameDecoder, src: &mut BytesMut) -> usize {
     let mut frames = 0;
     while let Some(frame) = decoder.decode(src).expect("a valid stream") {
         black_box(frame);
-        frames += 1;
-    }
-    frames
-}
-
-/// Decodes every frame in `stream` with amq-protocol's parser; returns how many there were.
-fn decode_amq(stream: &[u8]) -> usize {
-    let mut rest = stream;
-    let mut frames = 0;
-    while !rest.is_empty() {
-        let (next, frame) = parse_frame(rest).expect("a valid stream");
-        black_box(frame);
-        rest = next;
         frames += 1;
     }
     frames
@@ -99,7 +81,7 @@ fn deliver_decode(c: &mut Criterion) {
             group.bench_with_input(
                 BenchmarkId::new("amq-protocol", &id),
                 &stream,
-                |b, stream| b.iter(|| assert_eq!(decode_amq(black_box(stream)), frames)),
+                |b, stream| b.iter(|| assert_eq!(amq::decode_all(black_box(stream)), frames)),
             );
             group.bench_with_input(BenchmarkId::new("floor", &id), &stream, |b, stream| {
                 b.iter(|| assert_eq!(scan_frames(black_box(stream)), Some(frames)));
@@ -107,50 +89,6 @@ fn deliver_decode(c: &mut Criterion) {
         }
     }
     group.finish();
-}
-
-/// What lapin's `basic_publish` queues for one message: the method, the header and the body
-/// cut into owned chunks of at most `frame_max - 8` octets.
-fn amq_publish_frames(
-    exchange: &str,
-    routing_key: &str,
-    properties: &AmqProperties,
-    payload: &[u8],
-) -> Vec<AMQPFrame> {
-    let channel = CHANNEL.0;
-    let method = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-        exchange: exchange.into(),
-        routing_key: routing_key.into(),
-        mandatory: false,
-        immediate: false,
-    }));
-    let header = AMQPContentHeader {
-        class_id: 60,
-        body_size: payload.len() as u64,
-        properties: properties.clone(),
-    };
-    let mut frames = vec![
-        AMQPFrame::Method(channel, method),
-        AMQPFrame::Header(channel, header),
-    ];
-    let chunk = FRAME_MAX as usize - 8;
-    frames.extend(
-        payload
-            .chunks(chunk)
-            .map(|c| AMQPFrame::Body(channel, c.into())),
-    );
-    frames
-}
-
-/// Serialises `frames` at the end of `buffer` with amq-protocol's generator.
-fn amq_serialise(frames: &[AMQPFrame], buffer: &mut Vec<u8>) {
-    for frame in frames {
-        let context = WriteContext::from(std::mem::take(buffer));
-        let (written, _) = gen_frame(frame)(context)
-            .expect("a publish serialises")
-            .into_inner();
-        *buffer = written;
-    }
 }
 
 fn publish_encode(c: &mut Criterion) {
@@ -178,21 +116,14 @@ fn publish_encode(c: &mut Criterion) {
             b.iter(|| {
                 buffer.clear();
                 for _ in 0..count {
-                    let frames = amq_publish_frames("", "bench", &amq_properties, &body);
-                    amq_serialise(&frames, &mut buffer);
+                    let frames = amq::publish_frames(&amq_properties, &body);
+                    amq::serialise(&frames, &mut buffer);
                 }
                 buffer.len()
             });
         });
     }
     group.finish();
-}
-
-/// amq-protocol's parse of one of our encoded tables.
-fn amq_table(encoded: &[u8]) -> AmqTable {
-    let (rest, table) = parse_field_table(encoded).expect("amq-protocol reads our table");
-    assert!(rest.is_empty());
-    table
 }
 
 fn field_table(c: &mut Criterion) {
@@ -202,7 +133,7 @@ fn field_table(c: &mut Criterion) {
     let mut encoded = BytesMut::new();
     table.encode(&mut encoded);
     let encoded: Bytes = encoded.freeze();
-    let theirs = amq_table(&encoded);
+    let theirs = amq::decode_table(&encoded);
     assert_eq!(theirs.inner().len(), 20);
 
     let mut dst = BytesMut::with_capacity(encoded.len());
@@ -216,12 +147,7 @@ fn field_table(c: &mut Criterion) {
     let mut buffer = Vec::with_capacity(encoded.len());
     group.bench_function(BenchmarkId::new("amq-protocol", "encode"), |b| {
         b.iter(|| {
-            buffer.clear();
-            let context = WriteContext::from(std::mem::take(&mut buffer));
-            let (written, _) = gen_field_table(black_box(&theirs))(context)
-                .expect("the table serialises")
-                .into_inner();
-            buffer = written;
+            amq::encode_table(black_box(&theirs), &mut buffer);
             buffer.len()
         });
     });
@@ -230,7 +156,7 @@ fn field_table(c: &mut Criterion) {
         b.iter(|| FieldTable::decode(black_box(&encoded)).expect("a valid table"));
     });
     group.bench_function(BenchmarkId::new("amq-protocol", "decode"), |b| {
-        b.iter(|| amq_table(black_box(&encoded)));
+        b.iter(|| amq::decode_table(black_box(&encoded)));
     });
     group.finish();
 }

@@ -27,6 +27,9 @@ pub const MESSAGES: usize = 10_000;
 /// take more than one body frame.
 pub const FRAME_MAX: u32 = 131_072;
 
+/// The body sizes of the codec benches, and their labels.
+pub const BODIES: [(usize, &str); 3] = [(16, "16B"), (4096, "4KiB"), (131_072, "128KiB")];
+
 /// The channel every message of a stream travels on.
 pub const CHANNEL: ChannelId = ChannelId(1);
 
