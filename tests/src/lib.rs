@@ -243,6 +243,25 @@ pub fn exclusive() -> amqp_client::QueueDeclareOptions {
     }
 }
 
+/// Options for a passive declare: finds a queue (404 when it does not exist), changes nothing.
+pub fn passive() -> amqp_client::QueueDeclareOptions {
+    amqp_client::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    }
+}
+
+/// How many messages `queue` holds ready, by a passive declare on `ch`.
+///
+/// # Panics
+/// When the declare fails (the queue is missing, say).
+pub async fn message_count(ch: &amqp_client::Channel, queue: &str) -> u32 {
+    ch.queue_declare(queue, passive())
+        .await
+        .expect("passive queue.declare")
+        .message_count
+}
+
 /// Publishes on a channel in confirm mode and waits for the broker's answer.
 ///
 /// # Panics

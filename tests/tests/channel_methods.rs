@@ -7,17 +7,12 @@ use std::time::Duration;
 
 use amqp_client::{
     BasicProperties, Confirmation, ConsumeOptions, Error, ExchangeDeclareOptions, ExchangeKind,
-    FieldTable, PublishOptions, QueueDeclareOptions, QueueDeleteOptions, ReplyCode, UsageError,
+    FieldTable, PublishOptions, QueueDeleteOptions, ReplyCode, UsageError,
 };
-use amqp_tests::{connect, exclusive, next_delivery, publish_confirmed, unique};
+use amqp_tests::{
+    connect, exclusive, message_count, next_delivery, passive, publish_confirmed, unique,
+};
 use futures_util::StreamExt;
-
-fn passive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    }
-}
 
 fn text(body: &[u8]) -> &str {
     std::str::from_utf8(body).expect("utf-8 body")
@@ -128,13 +123,7 @@ async fn queue_declare_bind_unbind_purge_delete() {
     let info = ch.queue_declare(&queue, exclusive()).await.unwrap();
     assert_eq!(info.message_count, 3);
     assert_eq!(ch.queue_purge(&queue).await.unwrap(), 3);
-    assert_eq!(
-        ch.queue_declare(&queue, passive())
-            .await
-            .unwrap()
-            .message_count,
-        0
-    );
+    assert_eq!(message_count(&ch, &queue).await, 0);
 
     // Unbound, the routing key reaches no queue: the mandatory message comes back.
     let mut returns = ch.returns(16).await.unwrap();
@@ -359,19 +348,12 @@ async fn qos_limits_unacked_deliveries_per_consumer() {
     let fifth = next_delivery(&mut consumer).await;
     assert_eq!((text(&fourth.body), text(&fifth.body)), ("m3", "m4"));
     fifth.ack_multiple().await.unwrap();
-    let info = ch.queue_declare(&queue, passive()).await.unwrap();
-    assert_eq!(info.message_count, 0);
+    assert_eq!(message_count(&ch, &queue).await, 0);
     consumer.cancel().await.unwrap();
     // Nothing was left unacked: closing the channel requeues nothing.
     ch.close().await.unwrap();
     let ch = conn.open_channel().await.unwrap();
-    assert_eq!(
-        ch.queue_declare(&queue, passive())
-            .await
-            .unwrap()
-            .message_count,
-        0
-    );
+    assert_eq!(message_count(&ch, &queue).await, 0);
     conn.close().await.unwrap();
 }
 
@@ -437,13 +419,7 @@ async fn ack_nack_reject_with_multiple_and_requeue() {
     // Everything is settled: closing the channel requeues nothing.
     ch.close().await.unwrap();
     let ch = conn.open_channel().await.unwrap();
-    assert_eq!(
-        ch.queue_declare(&queue, passive())
-            .await
-            .unwrap()
-            .message_count,
-        0
-    );
+    assert_eq!(message_count(&ch, &queue).await, 0);
     conn.close().await.unwrap();
 }
 
@@ -516,13 +492,7 @@ async fn confirm_select_numbers_publishes() {
     for c in confirms {
         assert_eq!(c.await.unwrap(), Confirmation::Ack);
     }
-    assert_eq!(
-        ch.queue_declare(&queue, passive())
-            .await
-            .unwrap()
-            .message_count,
-        201
-    );
+    assert_eq!(message_count(&ch, &queue).await, 201);
     // tx.select on a confirm channel is refused locally.
     let err = ch.tx_select().await.unwrap_err();
     assert!(
@@ -552,13 +522,7 @@ async fn tx_commit_and_rollback() {
         .unwrap();
     assert_eq!(sent.await.unwrap(), Confirmation::NotRequested);
     // Not visible before the commit.
-    assert_eq!(
-        ch.queue_declare(&queue, passive())
-            .await
-            .unwrap()
-            .message_count,
-        0
-    );
+    assert_eq!(message_count(&ch, &queue).await, 0);
     ch.tx_commit().await.unwrap();
     let sent = ch
         .publish(

@@ -7,7 +7,7 @@ use amqp_client::{
     BasicProperties, Confirmation, ConsumeOptions, Error, PublishOptions, QueueDeclareOptions,
     ReplyCode,
 };
-use amqp_tests::{connect, unique};
+use amqp_tests::{connect, message_count, passive, unique};
 use futures_util::StreamExt;
 
 fn exclusive() -> QueueDeclareOptions {
@@ -58,17 +58,7 @@ async fn publish_with_confirms_then_consume_and_ack() {
         consumer.next().await.is_none(),
         "the stream ends after cancel"
     );
-    let info = ch
-        .queue_declare(
-            &queue,
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(info.message_count, 0);
+    assert_eq!(message_count(&ch, &queue).await, 0);
     conn.close().await.unwrap();
 }
 
@@ -101,13 +91,7 @@ async fn a_missing_queue_is_404_and_ends_only_the_channel() {
     let conn = connect().await;
     let ch = conn.open_channel().await.unwrap();
     let err = ch
-        .queue_declare(
-            &unique("missing"),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-        )
+        .queue_declare(&unique("missing"), passive())
         .await
         .unwrap_err();
     assert_eq!(err.reply_code(), Some(ReplyCode::NOT_FOUND), "{err}");

@@ -8,22 +8,16 @@ use std::time::{Duration, Instant};
 
 use amqp_client::{
     BasicProperties, ConnectionConfig, ConsumeOptions, Endpoint, Error, ExchangeDeclareOptions,
-    ExchangeKind, QueueDeclareOptions,
+    ExchangeKind,
 };
 use amqp_tests::{
-    broker_addr, config, connect, connect_with_query, exclusive, next_delivery, unique,
+    broker_addr, config, connect, connect_with_query, exclusive, message_count, next_delivery,
+    passive, unique,
 };
 use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-fn passive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    }
-}
 
 /// `config()` aimed at `addr` instead of the broker.
 fn config_for(addr: SocketAddr) -> ConnectionConfig {
@@ -317,8 +311,7 @@ async fn a_consumer_that_is_not_read_holds_back_instead_of_buffering() {
     assert_eq!((info.message_count, info.consumer_count), (0, 0));
     // Every ack reached the broker: closing the channel requeues nothing.
     consuming.close().await.unwrap();
-    let info = ch.queue_declare(&queue, passive()).await.unwrap();
-    assert_eq!(info.message_count, 0);
+    assert_eq!(message_count(&ch, &queue).await, 0);
     conn.close().await.unwrap();
 }
 

@@ -7,7 +7,9 @@ use amqp_client::{
     BasicProperties, Confirmation, ConnectionError, Error, ExchangeDeclareOptions, ExchangeKind,
     FieldTable, PublishOptions, QueueDeclareOptions, ReplyCode, Sasl, UsageError,
 };
-use amqp_tests::{RawSession, config, connect, exclusive, publish_confirmed, unique};
+use amqp_tests::{
+    RawSession, config, connect, exclusive, message_count, passive, publish_confirmed, unique,
+};
 use amqp_wire::methods::{BasicAck, BasicGet, BasicPublish, QueueDeclare};
 use amqp_wire::{ChannelId, ContentHeader, DeliveryTag, Frame, Method, ShortStr};
 use bytes::Bytes;
@@ -115,16 +117,7 @@ async fn an_exclusive_queue_of_another_connection_is_405() {
         .unwrap();
     let other = connect().await;
     let ch = other.open_channel().await.unwrap();
-    let err = ch
-        .queue_declare(
-            &queue,
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = ch.queue_declare(&queue, passive()).await.unwrap_err();
     assert_channel_closed(&err, ReplyCode::RESOURCE_LOCKED);
     let ch = other.open_channel().await.unwrap();
     let err = ch.get(&queue, false).await.unwrap_err();
@@ -227,17 +220,7 @@ async fn a_second_settle_is_refused_locally_and_the_channel_survives() {
 
     // Nothing reached the broker: the channel is open and works.
     assert!(!ch.is_closed());
-    let info = ch
-        .queue_declare(
-            &queue,
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(info.message_count, 0);
+    assert_eq!(message_count(&ch, &queue).await, 0);
     conn.close().await.unwrap();
 }
 

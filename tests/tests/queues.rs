@@ -13,7 +13,9 @@ use amqp_client::{
     BasicProperties, Confirmation, ConsumeOptions, FieldTable, FieldValue, QueueDeclareOptions,
     ReplyCode,
 };
-use amqp_tests::{connect, exclusive, next_delivery, publish_confirmed, unique};
+use amqp_tests::{
+    connect, exclusive, message_count, next_delivery, passive, publish_confirmed, unique,
+};
 use amqp_wire::ShortStr;
 use futures_util::FutureExt;
 
@@ -131,17 +133,13 @@ async fn an_unused_queue_expires() {
     )
     .await
     .unwrap();
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    ch.queue_declare(&queue, passive.clone()).await.unwrap();
+    ch.queue_declare(&queue, passive()).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         // Longer than the expiry between probes, in case a passive declare counts as use.
         tokio::time::sleep(Duration::from_millis(400)).await;
         let probe = conn.open_channel().await.unwrap();
-        match probe.queue_declare(&queue, passive.clone()).await {
+        match probe.queue_declare(&queue, passive()).await {
             Ok(_) => {
                 probe.close().await.unwrap();
                 assert!(
@@ -345,17 +343,7 @@ async fn a_quorum_queue_with_confirms_and_a_consumer() {
             d.ack().await.unwrap();
         }
         consumer.cancel().await.unwrap();
-        let info = ch
-            .queue_declare(
-                &queue,
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(info.message_count, 0);
+        assert_eq!(message_count(&ch, &queue).await, 0);
     })
     .await;
     conn.close().await.unwrap();
@@ -400,18 +388,7 @@ async fn a_stream_read_from_the_first_offset_with_prefetch_and_acks() {
         // Streams need a prefetch and manual acks; the prefetch (10) is smaller than the
         // stream, so acks are what let the rest through.
         ch.qos(10, false).await.unwrap();
-        let mut offset = FieldTable::new();
-        offset.insert("x-stream-offset", "first");
-        let mut consumer = ch
-            .consume(
-                &queue,
-                ConsumeOptions {
-                    arguments: offset,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let mut consumer = consume_from_first(&ch, &queue).await;
         let mut last_offset = -1;
         for i in 0..50u32 {
             let d = next_delivery(&mut consumer).await;
@@ -435,18 +412,7 @@ async fn a_stream_read_from_the_first_offset_with_prefetch_and_acks() {
         // sees the first message again.
         let reader = conn.open_channel().await.unwrap();
         reader.qos(1, false).await.unwrap();
-        let mut offset = FieldTable::new();
-        offset.insert("x-stream-offset", "first");
-        let mut again = reader
-            .consume(
-                &queue,
-                ConsumeOptions {
-                    arguments: offset,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let mut again = consume_from_first(&reader, &queue).await;
         let d = next_delivery(&mut again).await;
         assert_eq!(&d.body[..], &0u32.to_be_bytes());
         d.ack().await.unwrap();
@@ -460,28 +426,28 @@ async fn a_stream_read_from_the_first_offset_with_prefetch_and_acks() {
             .unwrap();
         drop(again);
         // The same for a consumer dropped unread.
-        let mut offset = FieldTable::new();
-        offset.insert("x-stream-offset", "first");
-        let dropped = reader
-            .consume(
-                &queue,
-                ConsumeOptions {
-                    arguments: offset,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let dropped = consume_from_first(&reader, &queue).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         drop(dropped);
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        reader.queue_declare(&queue, passive.clone()).await.unwrap();
-        ch.queue_declare(&queue, passive).await.unwrap();
+        reader.queue_declare(&queue, passive()).await.unwrap();
+        ch.queue_declare(&queue, passive()).await.unwrap();
         assert!(!conn.is_closed(), "{:?}", conn.close_reason());
     })
     .await;
     conn.close().await.unwrap();
+}
+
+/// A consumer of the stream `queue` from its first message (`x-stream-offset` "first").
+async fn consume_from_first(ch: &amqp_client::Channel, queue: &str) -> amqp_client::Consumer {
+    let mut offset = FieldTable::new();
+    offset.insert("x-stream-offset", "first");
+    ch.consume(
+        queue,
+        ConsumeOptions {
+            arguments: offset,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("basic.consume on the stream")
 }
