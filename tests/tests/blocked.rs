@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use amqp_client::{BasicProperties, Confirmation, ConnectionConfig, Error, PublishOptions};
-use amqp_tests::{amqp_url, exclusive, unique};
+use amqp_tests::{amqp_url, exclusive, publish_confirmed, unique};
 
 const RESTORED_WATERMARK: &str = "0.4";
 
@@ -132,17 +132,10 @@ async fn a_memory_alarm_blocks_publishing_until_it_clears() {
             .unwrap();
         assert_eq!(outcome, Confirmation::Ack);
     }
-    let confirm = ch
-        .publish(
-            "",
-            &queue,
-            PublishOptions::default(),
-            BasicProperties::default(),
-            "sent",
-        )
-        .await
-        .unwrap();
-    assert_eq!(confirm.await.unwrap(), Confirmation::Ack);
+    assert_eq!(
+        publish_confirmed(&ch, "", &queue, BasicProperties::default(), "sent").await,
+        Confirmation::Ack
+    );
     let mut bodies = Vec::new();
     while let Some(got) = ch.get(&queue, true).await.unwrap() {
         bodies.push(String::from_utf8(got.delivery.body.to_vec()).unwrap());

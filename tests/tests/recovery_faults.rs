@@ -17,7 +17,7 @@ use amqp_client::{
 };
 use amqp_tests::at_least_once::{self, Progress, Spec};
 use amqp_tests::proxy::{Direction, Proxy};
-use amqp_tests::{config, exclusive, message_count, unique};
+use amqp_tests::{config, exclusive, message_count, publish_confirmed, unique};
 use tokio::sync::broadcast;
 
 /// `config()` through `proxy`, named for `rabbitmqctl` and the logs.
@@ -458,17 +458,17 @@ async fn a_stalled_connection_is_detected_by_heartbeats_and_recovered() {
         .queue_declare(&unique("after-stall"), exclusive())
         .await
         .unwrap();
-    let confirm = ch
-        .publish(
+    assert_eq!(
+        publish_confirmed(
+            &ch,
             "",
             q.name.to_str().unwrap(),
-            PublishOptions::default(),
             BasicProperties::default(),
-            "x",
+            "x"
         )
-        .await
-        .unwrap();
-    assert_eq!(confirm.await.unwrap(), Confirmation::Ack);
+        .await,
+        Confirmation::Ack
+    );
     conn.close().await.unwrap();
 }
 
@@ -527,17 +527,10 @@ async fn fails_over_from_a_dead_endpoint_to_a_live_one() {
         };
         assert_eq!(endpoint, live, "round {round}");
         assert_eq!(conn.endpoint(), live);
-        let confirm = ch
-            .publish(
-                "",
-                &queue,
-                PublishOptions::default(),
-                BasicProperties::default(),
-                "x",
-            )
-            .await
-            .unwrap();
-        assert_eq!(confirm.await.unwrap(), Confirmation::Ack);
+        assert_eq!(
+            publish_confirmed(&ch, "", &queue, BasicProperties::default(), "x").await,
+            Confirmation::Ack
+        );
     }
     println!("failover: the dead endpoint was tried {dead_tried} times in 4 recoveries");
     conn.close().await.unwrap();

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use amqp_client::{BasicProperties, Confirmation, ConnectionConfig, Error, PublishOptions};
-use amqp_tests::{broker_addr, exclusive, unique};
+use amqp_client::{BasicProperties, Confirmation, ConnectionConfig, Error};
+use amqp_tests::{broker_addr, exclusive, publish_confirmed, unique};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -119,17 +119,10 @@ async fn round_trip(conn: &amqp_client::Connection) {
     ch.queue_declare(&queue, exclusive()).await.unwrap();
     ch.confirm_select().await.unwrap();
     let body = vec![7u8; 300_000];
-    let confirm = ch
-        .publish(
-            "",
-            &queue,
-            PublishOptions::default(),
-            BasicProperties::default(),
-            body.clone(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(confirm.await.unwrap(), Confirmation::Ack);
+    assert_eq!(
+        publish_confirmed(&ch, "", &queue, BasicProperties::default(), body.clone()).await,
+        Confirmation::Ack
+    );
     let got = ch.get(&queue, false).await.unwrap().expect("the message");
     assert_eq!(got.delivery.body, body);
     got.delivery.ack().await.unwrap();
