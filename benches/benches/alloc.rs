@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use amq_protocol::protocol::BasicProperties as AmqProperties;
 use amqp_benches::{
-    BODIES, CHANNEL, FRAME_MAX, body, consuming_connection, delivery_stream, drain, field_table_20,
-    publish_method, publish_properties, read_chunks,
+    BODIES, CHANNEL, FRAME_MAX, body, consuming_connection, decode_all, delivery_stream, drain,
+    field_table_20, publish_method, publish_properties, read_chunks, stream_label,
 };
 use amqp_wire::connection::Event;
 use amqp_wire::{FieldTable, FrameDecoder, Transmit};
@@ -90,15 +90,13 @@ fn deliveries(rows: &mut Vec<Row>, count: usize) {
     let now = Duration::ZERO;
     for (len, label) in BODIES {
         for rich in [false, true] {
-            let case = format!("deliver {label}{}", if rich { "+headers" } else { "" });
+            let case = format!("deliver {}", stream_label(label, rich));
             let stream = delivery_stream(count, len, rich);
 
             let mut src = BytesMut::from(&stream[..]);
             let mut decoder = FrameDecoder::new(FRAME_MAX);
             let ours = allocations_in(|| {
-                while let Some(frame) = decoder.decode(&mut src).expect("a valid stream") {
-                    black_box(frame);
-                }
+                decode_all(&mut decoder, &mut src);
             });
             drop(src);
 

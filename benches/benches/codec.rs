@@ -17,8 +17,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use amqp_benches::{
-    BODIES, CHANNEL, FRAME_MAX, MESSAGES, body, consuming_connection, delivery_stream, drain,
-    field_table_20, publish_method, publish_properties, read_chunks, scan_frames,
+    BODIES, CHANNEL, FRAME_MAX, MESSAGES, body, consuming_connection, decode_all, delivery_stream,
+    drain, field_table_20, publish_method, publish_properties, read_chunks, scan_frames,
+    stream_label,
 };
 use amqp_wire::connection::{Connection, Event};
 use amqp_wire::{FieldTable, FrameDecoder, Transmit};
@@ -33,16 +34,6 @@ const ENCODE_BODIES: [(usize, &str); 4] = [
     (1 << 20, "1MiB"),
 ];
 
-/// Decodes every frame in `src`, dropping each, and returns how many there were.
-fn decode_all(decoder: &mut FrameDecoder, src: &mut BytesMut) -> usize {
-    let mut frames = 0;
-    while let Some(frame) = decoder.decode(src).expect("a valid stream") {
-        black_box(frame);
-        frames += 1;
-    }
-    frames
-}
-
 fn deliver_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("deliver_decode");
     group.throughput(Throughput::Elements(MESSAGES as u64));
@@ -53,11 +44,7 @@ fn deliver_decode(c: &mut Criterion) {
         for rich in [false, true] {
             let stream = delivery_stream(MESSAGES, len, rich);
             let frames = scan_frames(&stream).expect("a valid stream");
-            let id = if rich {
-                format!("{label}+headers")
-            } else {
-                label.to_owned()
-            };
+            let id = stream_label(label, rich);
             group.bench_with_input(BenchmarkId::new("decode", &id), &stream, |b, stream| {
                 let mut decoder = FrameDecoder::new(FRAME_MAX);
                 b.iter_batched(
@@ -88,11 +75,7 @@ fn deliver_engine(c: &mut Criterion) {
     for (len, label) in &BODIES[..2] {
         for rich in [false, true] {
             let reads = read_chunks(&delivery_stream(MESSAGES, *len, rich), READ_SIZE);
-            let id = if rich {
-                format!("{label}+headers")
-            } else {
-                (*label).to_owned()
-            };
+            let id = stream_label(label, rich);
             let mut conn = consuming_connection(now);
             group.bench_with_input(BenchmarkId::new("handle_input", &id), &reads, |b, reads| {
                 b.iter_batched(

@@ -24,8 +24,8 @@ use std::hint::black_box;
 
 use amq_protocol::protocol::BasicProperties as AmqProperties;
 use amqp_benches::{
-    BODIES, CHANNEL, FRAME_MAX, MESSAGES, body, delivery_stream, drain, field_table_20,
-    publish_method, publish_properties, scan_frames,
+    BODIES, CHANNEL, FRAME_MAX, MESSAGES, body, decode_all, delivery_stream, drain, field_table_20,
+    publish_method, publish_properties, scan_frames, stream_label,
 };
 use amqp_wire::{FieldTable, FrameDecoder, Transmit};
 use bytes::{Bytes, BytesMut};
@@ -42,16 +42,6 @@ fn messages() -> usize {
     }
 }
 
-/// Decodes every frame in `src` with our decoder; returns how many there were.
-fn decode_ours(decoder: &mut FrameDecoder, src: &mut BytesMut) -> usize {
-    let mut frames = 0;
-    while let Some(frame) = decoder.decode(src).expect("a valid stream") {
-        black_box(frame);
-        frames += 1;
-    }
-    frames
-}
-
 fn deliver_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("peers_deliver_decode");
     let count = messages();
@@ -62,17 +52,13 @@ fn deliver_decode(c: &mut Criterion) {
         for rich in [false, true] {
             let stream = delivery_stream(count, len, rich);
             let frames = scan_frames(&stream).expect("a valid stream");
-            let id = if rich {
-                format!("{label}+headers")
-            } else {
-                label.to_owned()
-            };
+            let id = stream_label(label, rich);
             group.bench_with_input(BenchmarkId::new("ours", &id), &stream, |b, stream| {
                 let mut decoder = FrameDecoder::new(FRAME_MAX);
                 b.iter_batched(
                     || BytesMut::from(&stream[..]),
                     |mut src| {
-                        assert_eq!(decode_ours(&mut decoder, &mut src), frames);
+                        assert_eq!(decode_all(&mut decoder, &mut src), frames);
                         src
                     },
                     BatchSize::PerIteration,

@@ -15,7 +15,7 @@ use amqp_wire::methods::{
 };
 use amqp_wire::{
     BasicProperties, ChannelId, ContentHeader, DeliveryTag, FieldArray, FieldTable, FieldValue,
-    Frame, LongStr, Method, ShortStr, Transmit,
+    Frame, FrameDecoder, LongStr, Method, ShortStr, Transmit,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -273,6 +273,30 @@ pub fn field_table_20() -> FieldTable {
     );
     t.insert("x-weight", 0.75f64);
     t
+}
+
+/// The name of a delivery stream of [`delivery_stream`]: the body size's label, and
+/// `+headers` when `rich`.
+pub fn stream_label(label: &str, rich: bool) -> String {
+    if rich {
+        format!("{label}+headers")
+    } else {
+        label.to_owned()
+    }
+}
+
+/// Decodes every frame in `src` with our decoder, dropping each through
+/// [`std::hint::black_box`]; returns how many there were.
+///
+/// # Panics
+/// When `src` holds a malformed frame.
+pub fn decode_all(decoder: &mut FrameDecoder, src: &mut BytesMut) -> usize {
+    let mut frames = 0;
+    while let Some(frame) = decoder.decode(src).expect("a valid stream") {
+        std::hint::black_box(frame);
+        frames += 1;
+    }
+    frames
 }
 
 /// The floor: walks a stream of whole frames reading only each 7-octet header, checking the
