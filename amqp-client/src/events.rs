@@ -266,15 +266,7 @@ impl Router {
                 }
                 drop(permit.send(parked.item));
             }
-            Err(_) => {
-                let item = &parked.item;
-                give_back(
-                    engine,
-                    item.channel_id(),
-                    item.delivery_tag,
-                    &item.properties,
-                );
-            }
+            Err(_) => give_back(engine, &parked.item),
         }
     }
 

@@ -481,13 +481,7 @@ impl Router {
         unread: impl Fn(&Delivery) -> bool,
     ) {
         if let Some(parked) = self.parked.take_if(|p| unread(&p.item)) {
-            let item = &parked.item;
-            give_back(
-                engine,
-                item.channel_id(),
-                item.delivery_tag,
-                &item.properties,
-            );
+            give_back(engine, &parked.item);
         }
     }
 
@@ -561,15 +555,11 @@ pub(crate) fn requeue(engine: &mut Engine, channel: ChannelId, tag: DeliveryTag)
     );
 }
 
-/// [`requeue`] for a consumer's delivery, which may come from a stream
+/// [`requeue`] for a consumer's delivery nobody will read, which may come from a stream
 /// ([`Settle::give_back`]).
-pub(crate) fn give_back(
-    engine: &mut Engine,
-    channel: ChannelId,
-    tag: DeliveryTag,
-    properties: &amqp_wire::BasicProperties,
-) {
-    settle_quietly(engine, channel, tag, Settle::give_back(properties));
+pub(crate) fn give_back(engine: &mut Engine, delivery: &Delivery) {
+    let how = Settle::give_back(&delivery.properties);
+    settle_quietly(engine, delivery.channel_id(), delivery.delivery_tag, how);
 }
 
 /// Settles a delivery nobody will read; a refusal (consumed without acks, channel closing)
