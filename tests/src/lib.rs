@@ -289,6 +289,26 @@ pub async fn publish_confirmed(
         .expect("confirm")
 }
 
+/// Polls `queue` with `basic.get` (manual ack) until a message is there, failing the test
+/// with `what` after 10 s.
+///
+/// # Panics
+/// When nothing comes in time, or a get fails.
+pub async fn get_within(
+    channel: &amqp_client::Channel,
+    queue: &str,
+    what: &str,
+) -> amqp_client::GetMessage {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(got) = channel.get(queue, false).await.expect("basic.get") {
+            return got;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The next delivery of `consumer`, failing the test after 10 s.
 ///
 /// # Panics

@@ -103,17 +103,7 @@ async fn dropping_calls_mid_flight_loses_nothing() {
         _ = ch.get(&next, false) => panic!("a get cannot finish in one poll"),
         () = std::future::ready(()) => {}
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let got = loop {
-        if let Some(got) = ch.get(&next, false).await.unwrap() {
-            break got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the dropped get's message never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let got = amqp_tests::get_within(&ch, &next, "the dropped get's message never came back").await;
     assert_eq!(&got.delivery.body[..], b"precious");
     assert!(got.delivery.redelivered, "it was requeued");
     got.delivery.ack().await.unwrap();
@@ -124,17 +114,7 @@ async fn dropping_calls_mid_flight_loses_nothing() {
     amqp_tests::publish_confirmed(&ch, "", &next, BasicProperties::default(), "again").await;
     let polled_once = ch.consume(&next, ConsumeOptions::default()).now_or_never();
     assert!(polled_once.is_none());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let got = loop {
-        if let Some(got) = ch.get(&next, false).await.unwrap() {
-            break got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the dropped consume kept the message"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let got = amqp_tests::get_within(&ch, &next, "the dropped consume kept the message").await;
     assert_eq!(&got.delivery.body[..], b"again");
     got.delivery.ack().await.unwrap();
 

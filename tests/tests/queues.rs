@@ -179,17 +179,9 @@ async fn dead_lettering_adds_an_x_death_header() {
     // Rejected without requeue: dead-lettered through the default exchange to `dead`.
     let got = ch.get(&work, false).await.unwrap().expect("the message");
     got.delivery.reject(false).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let dead_lettered = loop {
-        if let Some(m) = ch.get(&dead, false).await.unwrap() {
-            break m.delivery;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let dead_lettered = amqp_tests::get_within(&ch, &dead, "nothing dead-lettered")
+        .await
+        .delivery;
     assert_eq!(&dead_lettered.body[..], b"poison");
     let headers = dead_lettered.properties.headers.as_ref().expect("headers");
     assert_eq!(
