@@ -29,8 +29,8 @@ use crate::frame::method::Method;
 use crate::frame::{FRAME_END, FRAME_OVERHEAD, Frame, FrameType, HEADER_LEN};
 use crate::types::{ChannelId, ProtocolVersion};
 
-/// The most a decoder reserves ahead for one frame when `frame_max` is 0 ("no limit"): the
-/// rest then grows as bytes arrive, so an untrusted size never sizes an allocation.
+/// The most a decoder reserves ahead for one frame, whatever `frame_max` allows: the rest
+/// grows as bytes arrive, so an untrusted size never sizes an allocation.
 const MAX_RESERVE: usize = 1 << 20;
 
 /// Turns bytes into [`Frame`]s, from any split of the input.
@@ -97,11 +97,8 @@ impl FrameDecoder {
         let total = size as usize + FRAME_OVERHEAD;
         if src.len() < total {
             let missing = total - src.len();
-            src.reserve(if self.max_frame_size == 0 {
-                missing.min(MAX_RESERVE)
-            } else {
-                missing
-            });
+            // The size is the peer's word: never let it size an allocation on its own.
+            src.reserve(missing.min(MAX_RESERVE));
             return Ok(None);
         }
         let end = src[total - 1];
@@ -292,10 +289,21 @@ mod tests {
     }
 
     #[test]
-    fn an_unlimited_decoder_does_not_reserve_what_the_peer_announces() {
-        let mut src = BytesMut::from(&[3, 0, 1, 0xff, 0xff, 0xff, 0xf0][..]);
-        assert_eq!(FrameDecoder::new(0).decode(&mut src), Ok(None));
-        assert!(src.capacity() <= MAX_RESERVE + 64);
+    fn no_decoder_reserves_what_the_peer_announces() {
+        for frame_max in [0, 4096, 131_072, u32::MAX] {
+            for size in [100u32, 4088, 131_064, 1 << 24, u32::MAX - 8] {
+                let mut src = BytesMut::from(&[3, 0, 1][..]);
+                src.extend_from_slice(&size.to_be_bytes());
+                let result = FrameDecoder::new(frame_max).decode(&mut src);
+                let fits = frame_max == 0 || u64::from(size) + 8 <= u64::from(frame_max);
+                assert_eq!(result.is_ok(), fits, "frame_max {frame_max}, size {size}");
+                assert!(
+                    src.capacity() <= MAX_RESERVE + 64,
+                    "frame_max {frame_max}, size {size}: reserved {}",
+                    src.capacity()
+                );
+            }
+        }
     }
 
     #[test]

@@ -114,10 +114,13 @@ pub struct ClientConfig {
     pub client_properties: FieldTable,
     /// The highest channel number wanted (0: as many as the broker allows).
     pub channel_max: u16,
-    /// The largest frame wanted (0: as large as the broker allows). At least 4096 when set.
+    /// The largest frame wanted, overhead included; 0 means [`DEFAULT_FRAME_MAX`]. At least
+    /// 8192. The broker's offer can lower it, never raise it: an offer of 0 ("no limit") or
+    /// of more gets this value, so what one frame may make us buffer is our choice.
     pub frame_max: u32,
-    /// The heartbeat interval wanted in seconds: `None` takes the broker's, `Some(0)` turns
-    /// heartbeats off, `Some(n)` takes the lower of `n` and the broker's.
+    /// The heartbeat interval wanted in seconds: `None` takes the broker's, or
+    /// [`DEFAULT_HEARTBEAT`] when the broker offers 0 (so a dead peer is still noticed);
+    /// `Some(0)` turns heartbeats off; `Some(n)` takes the lower of `n` and the broker's.
     pub heartbeat: Option<u16>,
     /// The largest inbound message body accepted; a larger one closes its channel before any
     /// of its body is buffered.
@@ -202,12 +205,37 @@ pub(crate) fn negotiate<T: Ord + Default + Copy>(client: T, server: T) -> T {
     }
 }
 
-/// The smallest `frame_max` a client may ask for (`FRAME-MIN-SIZE`).
+/// The `frame_max` a client asks for when its configuration says 0: 128 KiB, RabbitMQ's own
+/// default, and what the Java client proposes.
+pub const DEFAULT_FRAME_MAX: u32 = 128 * 1024;
+
+/// The heartbeat interval (seconds) a client uses when neither it nor the broker asked for
+/// one, as the Java client does.
+pub const DEFAULT_HEARTBEAT: u16 = 60;
+
+/// The `frame_max` the client proposes: its configured one (0: the default), at least
+/// `FRAME-MIN-SIZE`.
 pub(crate) fn clamp_frame_max(frame_max: u32) -> u32 {
     if frame_max == 0 {
-        0
+        DEFAULT_FRAME_MAX
     } else {
         frame_max.max(CLIENT_FRAME_MIN)
+    }
+}
+
+/// The agreed `frame_max`: the broker may lower ours but never raise it, and its 0 ("no
+/// limit") gets ours.
+pub(crate) fn negotiate_frame_max(ours: u32, offer: u32) -> u32 {
+    if offer == 0 { ours } else { ours.min(offer) }
+}
+
+/// The agreed heartbeat: see [`ClientConfig::heartbeat`].
+pub(crate) fn negotiate_heartbeat(wanted: Option<u16>, offer: u16) -> u16 {
+    match wanted {
+        None if offer == 0 => DEFAULT_HEARTBEAT,
+        None => offer,
+        Some(0) => 0,
+        Some(wanted) => negotiate(wanted, offer),
     }
 }
 
@@ -241,7 +269,16 @@ mod tests {
         );
         assert_eq!(negotiate(0u16, 0), 0);
         assert_eq!(clamp_frame_max(100), 8192);
-        assert_eq!(clamp_frame_max(0), 0);
+        assert_eq!(clamp_frame_max(0), DEFAULT_FRAME_MAX);
+        // Ours stands against a broker's "no limit" or a larger offer.
+        assert_eq!(negotiate_frame_max(DEFAULT_FRAME_MAX, 0), DEFAULT_FRAME_MAX);
+        assert_eq!(negotiate_frame_max(16_384, u32::MAX), 16_384);
+        assert_eq!(negotiate_frame_max(DEFAULT_FRAME_MAX, 8192), 8192);
+        // No heartbeat from the broker: ours, unless the application turned them off.
+        assert_eq!(negotiate_heartbeat(None, 0), DEFAULT_HEARTBEAT);
+        assert_eq!(negotiate_heartbeat(None, 30), 30);
+        assert_eq!(negotiate_heartbeat(Some(0), 30), 0);
+        assert_eq!(negotiate_heartbeat(Some(10), 0), 10);
     }
 
     #[test]

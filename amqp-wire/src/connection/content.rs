@@ -131,8 +131,9 @@ impl Assembler {
         let body = match &mut self.body {
             Body::Empty if self.remaining == 0 => chunk,
             Body::Empty => {
-                // Bounded: the caller refused a body_size above its maximum message size.
-                let mut joined = BytesMut::with_capacity((len + self.remaining) as usize);
+                // Sized by what arrived, not by the announced size (the peer's word): the buffer
+                // grows with the frames that come, at most doubling.
+                let mut joined = BytesMut::with_capacity(chunk.len());
                 joined.extend_from_slice(&chunk);
                 self.body = Body::Joined(joined);
                 return Ok(None);

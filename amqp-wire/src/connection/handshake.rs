@@ -7,7 +7,7 @@
 //!                  close 403 / EOF: AuthenticationFailed     close 530: VhostRefused
 //! ```
 
-use super::config::{clamp_frame_max, negotiate};
+use super::config::{clamp_frame_max, negotiate, negotiate_frame_max, negotiate_heartbeat};
 use super::error::Violation;
 use super::{Connection, ConnectionError, Event, Phase, Tune, peer_reason};
 use crate::error::ReplyCode;
@@ -116,12 +116,8 @@ impl Connection {
         }
         let tune = Tune {
             channel_max: negotiate(self.config.channel_max, offer.channel_max),
-            frame_max: negotiate(clamp_frame_max(self.config.frame_max), offer.frame_max),
-            heartbeat: match self.config.heartbeat {
-                None => offer.heartbeat,
-                Some(0) => 0,
-                Some(wanted) => negotiate(wanted, offer.heartbeat),
-            },
+            frame_max: negotiate_frame_max(clamp_frame_max(self.config.frame_max), offer.frame_max),
+            heartbeat: negotiate_heartbeat(self.config.heartbeat, offer.heartbeat),
         };
         let tune_ok = ConnectionTuneOk {
             channel_max: tune.channel_max,

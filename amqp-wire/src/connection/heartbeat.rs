@@ -54,12 +54,12 @@ impl Heartbeat {
 
     /// When a heartbeat is due to be sent, if heartbeats are on.
     pub(crate) fn send_at(&self) -> Option<Duration> {
-        (self.interval != 0).then(|| self.last_sent + self.half())
+        (self.interval != 0).then(|| self.last_sent.saturating_add(self.half()))
     }
 
     /// When the peer counts as dead if nothing arrives, if heartbeats are on.
     pub(crate) fn dead_at(&self) -> Option<Duration> {
-        (self.interval != 0).then(|| self.last_received + self.dead_after())
+        (self.interval != 0).then(|| self.last_received.saturating_add(self.dead_after()))
     }
 
     /// The earlier of the two instants.

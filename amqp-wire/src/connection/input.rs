@@ -123,7 +123,7 @@ impl Connection {
         let _ = self.shared.send(ChannelId::CONNECTION, close.into());
         self.closing = Some(reason);
         self.phase = Phase::Closing;
-        self.close_deadline = Some(self.now + self.config.close_timeout);
+        self.close_deadline = Some(self.now.saturating_add(self.config.close_timeout));
     }
 
     /// The peer broke a rule but the stream is still in step: close politely with its code.

@@ -72,7 +72,7 @@ use bytes::BytesMut;
 
 pub use self::api::Channel;
 use self::channel::{ChannelState, Outcome, Pending};
-pub use self::config::{ClientConfig, Sasl};
+pub use self::config::{ClientConfig, DEFAULT_FRAME_MAX, DEFAULT_HEARTBEAT, Sasl};
 use self::error::Violation;
 pub use self::error::{CloseReason, ConnectionError, Initiator, UsageError};
 pub use self::event::{Confirmation, Delivery, Event, RequestId, Returned, Tune};
@@ -162,7 +162,7 @@ impl Connection {
             server_properties: FieldTable::new(),
             heartbeat: Heartbeat::new(now),
             now,
-            handshake_deadline: now + config.handshake_timeout,
+            handshake_deadline: now.saturating_add(config.handshake_timeout),
             close_deadline: None,
             closing: None,
             error: None,

@@ -1,7 +1,9 @@
 //! The handshake: start, secure, tune, open, and the ways it fails.
 
 use super::broker::{Broker, TUNE, start};
-use crate::connection::{ClientConfig, ConnectionError, Event, Sasl, State, Tune};
+use crate::connection::{
+    ClientConfig, ConnectionError, DEFAULT_FRAME_MAX, DEFAULT_HEARTBEAT, Event, Sasl, State, Tune,
+};
 use crate::frame::method::Method;
 use crate::frame::methods::{ConnectionClose, ConnectionOpenOk, ConnectionSecure, ConnectionTune};
 use crate::{FieldValue, LongStr, ProtocolVersion, ReplyCode, ShortStr};
@@ -113,10 +115,28 @@ fn tune_takes_the_lower_non_zero_value_and_the_client_may_ask_for_less() {
         b.conn.tune(),
         Tune {
             channel_max: 5,
-            frame_max: 0,
-            heartbeat: 0
-        }
+            frame_max: DEFAULT_FRAME_MAX,
+            heartbeat: DEFAULT_HEARTBEAT,
+        },
+        "a broker's 0 (no limit, no heartbeats) gets our defaults"
     );
+
+    // A hostile offer cannot raise what one frame may make us buffer.
+    let huge = ConnectionTune {
+        channel_max: 0,
+        frame_max: u32::MAX,
+        heartbeat: 0,
+    };
+    let b = Broker::connected_with(ClientConfig::default(), huge.clone());
+    assert_eq!(b.conn.tune().frame_max, DEFAULT_FRAME_MAX);
+    let b = Broker::connected_with(
+        ClientConfig {
+            frame_max: 16_384,
+            ..Default::default()
+        },
+        huge,
+    );
+    assert_eq!(b.conn.tune().frame_max, 16_384);
 
     let b = Broker::connected_with(
         ClientConfig {

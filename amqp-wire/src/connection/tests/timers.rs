@@ -62,8 +62,33 @@ fn a_silent_peer_is_dead_after_two_intervals() {
 
 #[test]
 fn heartbeats_off_means_no_timer() {
-    let b = heartbeat_every(0);
+    let b = Broker::connected_with(
+        ClientConfig {
+            heartbeat: Some(0),
+            ..Default::default()
+        },
+        TUNE,
+    );
     assert_eq!(b.conn.poll_timeout(), None);
+}
+
+#[test]
+fn a_broker_without_heartbeats_still_gets_ours() {
+    let b = heartbeat_every(0);
+    assert_eq!(
+        b.conn.poll_timeout(),
+        Some(b.now + Duration::from_secs(u64::from(crate::connection::DEFAULT_HEARTBEAT) / 2))
+    );
+}
+
+#[test]
+fn endless_timeouts_saturate() {
+    let b = Broker::new(ClientConfig {
+        handshake_timeout: Duration::MAX,
+        close_timeout: Duration::MAX,
+        ..Default::default()
+    });
+    assert_eq!(b.conn.poll_timeout(), Some(Duration::MAX));
 }
 
 #[test]
