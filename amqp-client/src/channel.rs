@@ -1,6 +1,6 @@
 //! [`Channel`]: the handle most of the API hangs on.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -30,8 +30,10 @@ pub(crate) struct ChannelShared {
     pub(crate) window: Arc<Semaphore>,
     /// The last per-consumer prefetch count set with `qos`.
     pub(crate) prefetch: AtomicU32,
-    /// Counts the recoveries of this channel: delivery tags of an earlier epoch are void.
-    pub(crate) epoch: AtomicU64,
+    /// What the driver adds to the broker's delivery tags, so that the tags the application
+    /// sees keep growing across recoveries (the broker starts again at 1 on a new connection):
+    /// a tag at or below it comes from a lost connection and is void.
+    pub(crate) tag_base: AtomicU64,
     pub(crate) conn: Arc<ConnShared>,
 }
 
@@ -44,7 +46,7 @@ impl ChannelShared {
             confirm_mode: AtomicBool::new(false),
             window: Arc::new(Semaphore::new(conn.limits.confirm_window.max(1))),
             prefetch: AtomicU32::new(0),
-            epoch: AtomicU64::new(0),
+            tag_base: AtomicU64::new(0),
             conn,
         }
     }
@@ -435,7 +437,6 @@ impl Channel {
         let command = |reply| Command::Settle {
             channel: self.shared.id,
             generation: self.shared.generation,
-            epoch: self.shared.epoch.load(Ordering::Acquire),
             tag,
             how,
             reply: Some(reply),

@@ -7,7 +7,7 @@ use amqp_wire::connection::Delivery as WireDelivery;
 use amqp_wire::methods::BasicPublish;
 use amqp_wire::{BasicProperties, ChannelId, DeliveryTag, LongStr, Method, ReplyCode};
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::channel::ChannelShared;
 use crate::consumer::{ConsumerEnd, ConsumerItem};
@@ -37,6 +37,31 @@ pub(crate) async fn ask<T>(
         })?
 }
 
+/// Queues a command for the driver without waiting for an answer. The queue is bounded: when
+/// it is full (the socket does not drain), waits at most `limit`, else [`Error::Timeout`]
+/// naming `operation`. `gone` is the error when the driver is gone.
+pub(crate) async fn send(
+    tx: &mpsc::Sender<Command>,
+    operation: &'static str,
+    limit: Duration,
+    gone: impl Fn() -> Error,
+    command: Command,
+) -> Result<()> {
+    // Room in the queue, the usual case: no timer armed.
+    let command = match tx.try_send(command) {
+        Ok(()) => return Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(gone()),
+        Err(mpsc::error::TrySendError::Full(command)) => command,
+    };
+    match tokio::time::timeout(limit, tx.send(command)).await {
+        Ok(sent) => sent.map_err(|_| gone()),
+        Err(_) => Err(Error::Timeout {
+            operation,
+            after: limit,
+        }),
+    }
+}
+
 /// The answer to a synchronous request.
 #[derive(Debug)]
 pub(crate) enum Reply {
@@ -51,8 +76,14 @@ pub(crate) enum Reply {
 #[derive(Debug)]
 pub(crate) struct ConsumerSink {
     pub(crate) tx: mpsc::Sender<ConsumerItem>,
+    /// Octets the buffer may still take: each buffered delivery holds its size.
+    pub(crate) budget: Arc<Semaphore>,
+    /// The whole budget.
+    pub(crate) budget_total: usize,
     pub(crate) end: ConsumerEnd,
     pub(crate) no_ack: bool,
+    /// It consumes a stream: see [`Settle::give_back`].
+    pub(crate) stream: bool,
     /// The application cancelled it: a delivery that finds the buffer full goes back to the
     /// broker instead of waiting (and holding the socket) for a read that may never come.
     pub(crate) cancelling: bool,
@@ -80,16 +111,12 @@ pub(crate) enum Settle {
 
 impl Settle {
     /// How to hand back a delivery nobody will read: a nack with requeue, but an ack for one
-    /// from a stream (its `x-stream-offset` header says so). RabbitMQ closes the connection
-    /// with 540 for a nack or reject of a stream delivery, and a stream loses nothing: the ack
-    /// only returns the consumer's credit.
-    pub(crate) fn give_back(properties: &BasicProperties) -> Self {
-        let stream = properties
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("x-stream-offset"))
-            .and_then(amqp_wire::FieldValue::as_i64)
-            .is_some();
+    /// delivered to a stream consumer. RabbitMQ closes the connection with 540 for a nack or
+    /// reject of a stream delivery, and a stream loses nothing: the ack only returns the
+    /// consumer's credit. Decided by what the consumer was registered on, never by the
+    /// message's headers: any publisher can set `x-stream-offset`, and acking a classic or
+    /// quorum queue's message would delete it.
+    pub(crate) fn give_back(stream: bool) -> Self {
         if stream {
             Self::Ack { multiple: false }
         } else {
@@ -127,8 +154,7 @@ pub(crate) enum Command {
     Settle {
         channel: ChannelId,
         generation: u64,
-        /// The channel's recovery epoch when the delivery arrived.
-        epoch: u64,
+        /// The tag as the application knows it (see `ChannelShared::tag_base`).
         tag: DeliveryTag,
         how: Settle,
         /// Told whether the engine sent it (`Channel`'s settles by tag wait for it).

@@ -185,10 +185,12 @@ pub struct ConnectionConfig {
     /// Extra client properties; `product`, `version`, `platform`, `capabilities` and
     /// `connection_name` are added.
     pub client_properties: FieldTable,
-    /// Heartbeat interval in seconds: `None` takes the broker's (60 s on RabbitMQ), `Some(0)`
-    /// turns heartbeats off, `Some(n)` takes the lower of `n` and the broker's.
+    /// Heartbeat interval in seconds: `None` takes the broker's (60 s on RabbitMQ), or 60 s
+    /// when the broker offers none; `Some(0)` turns heartbeats off; `Some(n)` takes the lower
+    /// of `n` and the broker's.
     pub heartbeat: Option<u16>,
-    /// The largest frame wanted; 0 (the default) takes the broker's. At least 4096 otherwise.
+    /// The largest frame wanted, at least 8192; 0 (the default) means 128 KiB. The broker may
+    /// lower it, never raise it, so one frame never makes the client buffer more.
     pub frame_max: u32,
     /// The highest channel number wanted; 0 (the default) takes the broker's.
     pub channel_max: u16,
@@ -204,6 +206,10 @@ pub struct ConnectionConfig {
     /// The most publishes awaiting their confirm on one channel in confirm mode; a publish
     /// beyond it waits. Default 1000.
     pub confirm_window: usize,
+    /// How long an awaited [`crate::Confirm`] waits for the broker's answer before it
+    /// resolves with [`crate::Error::OutcomeUnknown`]; `None` (the default) takes
+    /// `operation_timeout`.
+    pub confirm_timeout: Option<Duration>,
     /// The largest inbound message body accepted; a larger one closes its channel before
     /// any of it is buffered. Default 128 MiB.
     pub max_message_size: u64,
@@ -269,6 +275,7 @@ impl Default for ConnectionConfig {
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             blocked_timeout: None,
             confirm_window: DEFAULT_CONFIRM_WINDOW,
+            confirm_timeout: None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             tls: None,
             recovery: Recovery::default(),

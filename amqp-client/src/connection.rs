@@ -1,5 +1,6 @@
 //! [`Connection`]: connecting, and the handle that opens channels.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ pub(crate) struct Limits {
     pub(crate) operation_timeout: Duration,
     pub(crate) blocked_timeout: Option<Duration>,
     pub(crate) confirm_window: usize,
+    pub(crate) confirm_timeout: Duration,
 }
 
 /// What the driver and every handle of one connection share.
@@ -44,6 +46,8 @@ pub(crate) struct ConnShared {
     /// The application called `close`: a recovery in progress stops instead of waiting to
     /// reconnect first.
     pub(crate) close_requested: watch::Sender<bool>,
+    /// Returned messages that found no listener (see [`Connection::unhandled_returns`]).
+    pub(crate) unhandled_returns: AtomicU64,
 }
 
 /// What one session (one socket) learnt about the broker.
@@ -169,6 +173,7 @@ impl Connection {
                 operation_timeout: config.operation_timeout,
                 blocked_timeout: config.blocked_timeout,
                 confirm_window: config.confirm_window,
+                confirm_timeout: config.confirm_timeout.unwrap_or(config.operation_timeout),
             },
             closed: OnceLock::new(),
             blocked,
@@ -176,6 +181,7 @@ impl Connection {
             events,
             republish: config.recovery.republish,
             close_requested: watch::channel(false).0,
+            unhandled_returns: AtomicU64::new(0),
         });
         let (ready_tx, ready) = oneshot::channel();
         let router = Router::new(shared.clone(), tx.downgrade(), blocked_tx, ready_tx);
@@ -283,6 +289,15 @@ impl Connection {
     /// than 256 behind loses the oldest (`RecvError::Lagged`).
     pub fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// How many mandatory messages the broker returned that nobody received: returned on a
+    /// channel outside confirm mode with no [`Channel::returns`] listener (or one whose
+    /// buffer was full), or a return that matched no publish waiting for a confirm. Each is
+    /// dropped and logged at warn level. In confirm mode, a publish's return resolves its
+    /// [`crate::Confirm`] as [`crate::Confirmation::Returned`] and is not counted here.
+    pub fn unhandled_returns(&self) -> u64 {
+        self.shared.unhandled_returns.load(Ordering::Relaxed)
     }
 
     /// True while the broker blocks publishers (a memory or disk alarm).

@@ -10,7 +10,7 @@ use amqp_wire::methods::BasicCancel;
 use amqp_wire::{BasicProperties, ChannelId, DeliveryTag, ShortStr};
 use bytes::Bytes;
 use futures_core::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::channel::{Channel, ChannelShared};
 use crate::channel::{short, unexpected_reply};
@@ -24,9 +24,23 @@ use tokio::sync::oneshot;
 
 /// A consumer's buffer when neither `buffer` nor a prefetch count says otherwise.
 const DEFAULT_CONSUMER_BUFFER: usize = 1024;
+/// A consumer's buffer in octets when `buffer_bytes` does not say otherwise.
+const DEFAULT_CONSUMER_BUFFER_BYTES: usize = 64 << 20;
 
-/// What a consumer's stream carries.
-pub(crate) type ConsumerItem = Delivery;
+/// What a consumer's stream carries: a delivery, holding its octets of the buffer's budget
+/// until the application takes it.
+#[derive(Debug)]
+pub(crate) struct ConsumerItem {
+    pub(crate) delivery: Delivery,
+    pub(crate) charge: Option<OwnedSemaphorePermit>,
+}
+
+/// What a delivery costs a consumer's buffer: its body, and its headers as they are on the
+/// wire and as they decoded.
+pub(crate) fn delivery_cost(delivery: &WireDelivery) -> usize {
+    let headers = delivery.properties.headers.as_ref();
+    delivery.body.len() + headers.map_or(0, |h| h.encoded_len() + h.decoded_size())
+}
 
 /// A message from the broker, with what is needed to settle it.
 ///
@@ -58,17 +72,18 @@ struct Acker {
     channel: Arc<ChannelShared>,
     /// Consumed with no-ack: nothing to settle.
     no_ack: bool,
-    /// The channel's recovery epoch when it arrived.
-    epoch: u64,
+    /// Delivered to a stream consumer: handed back with an ack.
+    stream: bool,
     settled: AtomicBool,
 }
 
 impl Delivery {
+    /// `wire`'s delivery tag is already the application's (see `ChannelShared::tag_base`).
     pub(crate) fn new(
         wire: WireDelivery,
         tx: mpsc::Sender<Command>,
         channel: Arc<ChannelShared>,
-        no_ack: bool,
+        (no_ack, stream): (bool, bool),
     ) -> Self {
         Self {
             consumer_tag: wire.consumer_tag,
@@ -79,10 +94,10 @@ impl Delivery {
             properties: wire.properties,
             body: wire.body,
             acker: Acker {
-                epoch: channel.epoch.load(Ordering::Acquire),
                 tx,
                 channel,
                 no_ack,
+                stream,
                 settled: AtomicBool::new(false),
             },
         }
@@ -139,22 +154,19 @@ impl Delivery {
         if let Some(e) = acker.channel.closed.get() {
             return Err(e.clone());
         }
-        if acker.epoch != acker.channel.epoch.load(Ordering::Acquire) {
+        if self.delivery_tag.0 <= acker.channel.tag_base.load(Ordering::Acquire) {
             return Err(Error::StaleDelivery(self.delivery_tag.0));
         }
         let command = Command::Settle {
             channel: acker.channel.id,
             generation: acker.channel.generation,
-            epoch: acker.epoch,
             tag: self.delivery_tag,
             how,
             reply: None,
         };
-        acker
-            .tx
-            .send(command)
-            .await
-            .map_err(|_| acker.channel.gone())
+        let limit = acker.channel.conn.limits.operation_timeout;
+        let gone = || acker.channel.gone();
+        crate::command::send(&acker.tx, "settle", limit, gone, command).await
     }
 
     /// Hands an unsettled delivery back to the broker without waiting (used when nobody will
@@ -166,9 +178,8 @@ impl Delivery {
         let command = Command::Settle {
             channel: self.acker.channel.id,
             generation: self.acker.channel.generation,
-            epoch: self.acker.epoch,
             tag: self.delivery_tag,
-            how: Settle::give_back(&self.properties),
+            how: Settle::give_back(self.acker.stream),
             reply: None,
         };
         if self.acker.tx.try_send(command).is_err() {
@@ -253,7 +264,7 @@ impl Stream for Consumer {
             return Poll::Ready(None);
         }
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(delivery)) => Poll::Ready(Some(Ok(delivery))),
+            Poll::Ready(Some(item)) => Poll::Ready(Some(Ok(item.delivery))),
             Poll::Ready(None) => {
                 self.finished = true;
                 let end = self.end.lock().ok().and_then(|mut e| e.take());
@@ -267,8 +278,8 @@ impl Stream for Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.rx.close();
-        while let Ok(delivery) = self.rx.try_recv() {
-            delivery.requeue_now();
+        while let Ok(item) = self.rx.try_recv() {
+            item.delivery.requeue_now();
         }
         if !self.cancelled && !self.finished {
             self.channel.cancel_now(&self.tag);
@@ -320,14 +331,12 @@ impl Channel {
     /// 404 for a missing queue, 403 for an exclusive consume of a queue with consumers;
     /// [`Error::Usage`] for a consumer tag already used on this channel.
     pub async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
-        let capacity =
-            options
-                .buffer
-                .unwrap_or(match self.shared.prefetch.load(Ordering::Relaxed) {
-                    0 => DEFAULT_CONSUMER_BUFFER,
-                    n => n as usize,
-                });
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let capacity = self.consumer_buffer(&options).await?;
+        let (tx, rx) = mpsc::channel(capacity);
+        let budget = options
+            .buffer_bytes
+            .unwrap_or(DEFAULT_CONSUMER_BUFFER_BYTES)
+            .clamp(1, Semaphore::MAX_PERMITS);
         let end = Arc::new(Mutex::new(None));
         let method = BasicConsume {
             queue: short("queue", queue)?,
@@ -340,8 +349,12 @@ impl Channel {
         };
         let sink = ConsumerSink {
             tx,
+            budget: Arc::new(Semaphore::new(budget)),
+            budget_total: budget,
             end: end.clone(),
             no_ack: options.no_ack,
+            // The driver decides when it registers the consumer.
+            stream: false,
             cancelling: false,
         };
         match self.request(method.into(), Some(sink)).await? {
@@ -350,6 +363,27 @@ impl Channel {
             }
             other => Err(unexpected_reply(&other)),
         }
+    }
+
+    /// How many deliveries a new consumer buffers, so that the broker never has more
+    /// unacknowledged deliveries for it than that (see [`ConsumeOptions::buffer`]): sets the
+    /// channel's prefetch when none is set.
+    async fn consumer_buffer(&self, options: &ConsumeOptions) -> Result<usize> {
+        let prefetch = self.shared.prefetch.load(Ordering::Relaxed) as usize;
+        let wanted = options.buffer.unwrap_or(match prefetch {
+            0 => DEFAULT_CONSUMER_BUFFER,
+            n => n,
+        });
+        let wanted = wanted.max(1);
+        if options.no_ack {
+            return Ok(wanted);
+        }
+        if prefetch == 0 {
+            let count = u16::try_from(wanted).unwrap_or(u16::MAX);
+            self.qos(count, false).await?;
+            return Ok(wanted.max(usize::from(count)));
+        }
+        Ok(wanted.max(prefetch))
     }
 
     /// Cancels a consumer by tag (`basic.cancel`); its stream ends.
@@ -404,7 +438,12 @@ impl Channel {
             Reply::Get(Some(got)) => {
                 let (wire, message_count) = *got;
                 Ok(Some(GetMessage {
-                    delivery: Delivery::new(wire, self.tx.clone(), self.shared.clone(), no_ack),
+                    delivery: Delivery::new(
+                        wire,
+                        self.tx.clone(),
+                        self.shared.clone(),
+                        (no_ack, false),
+                    ),
                     message_count,
                 }))
             }

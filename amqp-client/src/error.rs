@@ -60,15 +60,22 @@ pub enum Error {
     /// The broker answered with a method this call does not expect (a broker bug).
     #[error("unexpected reply {0}")]
     UnexpectedReply(&'static str),
-    /// The connection was lost before the broker confirmed this publish: the message may or
-    /// may not have been delivered. Publish it again for at-least-once delivery (or set
-    /// `Recovery::republish`).
-    #[error("connection lost before the broker confirmed the publish; its outcome is unknown")]
+    /// The broker did not confirm this publish within `confirm_timeout`, or the connection
+    /// was lost before it did: the message may or may not have been delivered. Publish it
+    /// again for at-least-once delivery (or set `Recovery::republish`).
+    #[error(
+        "the broker did not confirm the publish in time, or the connection was lost first; its outcome is unknown"
+    )]
     OutcomeUnknown,
     /// The delivery came before a reconnection: its tag means nothing on the new connection
     /// (the broker requeued the message when the old one was lost), so it cannot be settled.
     #[error("delivery tag {0} was received before a reconnection and cannot be settled")]
     StaleDelivery(u64),
+    /// Output waited and the broker read none of it for this long (two heartbeat intervals,
+    /// or `blocked_timeout` while the broker says it blocked us): the connection was given up,
+    /// and what was not written is lost (a recovery follows if it is on).
+    #[error("the broker read nothing we sent for {0:?}; connection given up")]
+    WriteStalled(Duration),
     /// A connection URI or option that cannot be used.
     #[error("invalid configuration: {0}")]
     Config(ConfigError),

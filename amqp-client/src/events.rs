@@ -9,16 +9,16 @@ use amqp_wire::connection::{
 };
 use amqp_wire::methods::BasicCancel;
 use amqp_wire::{ChannelId, DeliveryTag, Method, ReplyCode};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::channel::ChannelShared;
 use crate::command::{ConfirmSlot, Reply, Settle};
 use crate::connection::{ConnectionEvent, is_local_close};
-use crate::consumer::{ConsumerItem, Delivery};
+use crate::consumer::{ConsumerItem, Delivery, delivery_cost};
 use crate::error::Error;
 use crate::publish::Confirmation;
-use crate::router::{Parked, Route, Router, give_back, requeue, settle_quietly};
+use crate::router::{Parked, Room, Route, Router, requeue, settle_quietly};
 use crate::topology;
 
 impl Router {
@@ -93,9 +93,12 @@ impl Router {
                     None => false,
                 };
                 if !delivered {
+                    self.conn
+                        .unhandled_returns
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(
                         channel = channel.0,
-                        "a returned message had no listener with room; dropped"
+                        "a returned message had no listener with room; dropped (counted in Connection::unhandled_returns)"
                     );
                 }
             }
@@ -154,14 +157,15 @@ impl Router {
             self.topology.record(request, &method);
             route.remember(request, &method);
         }
-        match &method {
-            Method::BasicConsumeOk(ok) => {
-                if let Some(sink) = pending.consumer {
+        match (&method, &pending.request) {
+            (Method::BasicConsumeOk(ok), Some(Method::BasicConsume(spec))) => {
+                if let Some(mut sink) = pending.consumer {
+                    sink.stream = self.topology.consumes_stream(spec);
                     route.consumers.insert(ok.consumer_tag.clone(), sink);
                 }
             }
             // The consumer's sink is dropped: its stream ends cleanly.
-            Method::BasicCancelOk(ok) => drop(route.consumers.remove(&ok.consumer_tag)),
+            (Method::BasicCancelOk(ok), _) => drop(route.consumers.remove(&ok.consumer_tag)),
             _ => {}
         }
         let _ = pending.reply.send(Ok(Reply::Method(method)));
@@ -174,11 +178,15 @@ impl Router {
         message: Option<(WireDelivery, u32)>,
         engine: &mut Engine,
     ) {
-        let pending = self
-            .routes
-            .get_mut(channel)
-            .and_then(|r| r.requests.remove(&request));
+        let Some(route) = self.routes.get_mut(channel) else {
+            return;
+        };
+        let pending = route.requests.remove(&request);
         let tag = message.as_ref().map(|(d, _)| d.delivery_tag);
+        let message = message.map(|(mut d, count)| {
+            d.delivery_tag = route.app_tag(d.delivery_tag);
+            (d, count)
+        });
         let delivered =
             pending.is_some_and(|p| p.reply.send(Ok(Reply::Get(message.map(Box::new)))).is_ok());
         if let (false, Some(tag)) = (delivered, tag) {
@@ -190,7 +198,7 @@ impl Router {
     pub(crate) fn deliver(
         &mut self,
         channel: ChannelId,
-        delivery: WireDelivery,
+        mut delivery: WireDelivery,
         engine: &mut Engine,
     ) {
         let tx = self.tx.upgrade();
@@ -198,20 +206,39 @@ impl Router {
             return;
         };
         let tag = delivery.delivery_tag;
-        let how = Settle::give_back(&delivery.properties);
+        delivery.delivery_tag = route.app_tag(tag);
         let (Some(sink), Some(tx)) = (route.consumers.get(&delivery.consumer_tag), tx) else {
             tracing::debug!(
                 channel = channel.0,
                 tag = tag.0,
                 "delivery for no consumer; requeued"
             );
-            settle_quietly(engine, channel, tag, how);
+            // Not known to be a stream's: a nack loses nothing (a stream's answers 540).
+            settle_quietly(engine, channel, tag, Settle::give_back(false));
             return;
         };
+        let how = Settle::give_back(sink.stream);
         let consumer_tag = delivery.consumer_tag.clone();
         let offset = topology::stream_offset(&delivery.properties);
-        let item = Delivery::new(delivery, tx, route.shared.clone(), sink.no_ack);
-        match sink.tx.try_send(item) {
+        let cost = charge_of(&delivery, sink.budget_total);
+        let charge = sink.budget.clone().try_acquire_many_owned(cost).ok();
+        let delivery = Delivery::new(
+            delivery,
+            tx,
+            route.shared.clone(),
+            (sink.no_ack, sink.stream),
+        );
+        let sent = match charge {
+            Some(charge) => sink.tx.try_send(ConsumerItem {
+                delivery,
+                charge: Some(charge),
+            }),
+            None => Err(TrySendError::Full(ConsumerItem {
+                delivery,
+                charge: None,
+            })),
+        };
+        match sent {
             Ok(()) => {
                 // The application will read it: a recovery resumes the stream after it.
                 if let (Some(offset), Some(spec)) =
@@ -227,8 +254,12 @@ impl Router {
             Err(TrySendError::Full(item)) => {
                 self.parked = Some(Parked {
                     tx: sink.tx.clone(),
-                    item,
-                })
+                    item: item.delivery,
+                    how,
+                    budget: sink.budget.clone(),
+                    cost,
+                    charge: item.charge,
+                });
             }
             Err(TrySendError::Closed(_)) => {
                 // The consumer was dropped: requeue, and cancel it at the broker.
@@ -243,31 +274,26 @@ impl Router {
         }
     }
 
-    /// The parked delivery's consumer has room (or is gone).
-    pub(crate) fn unpark(
-        &mut self,
-        permit: Result<mpsc::OwnedPermit<ConsumerItem>, mpsc::error::SendError<()>>,
-        engine: &mut Engine,
-    ) {
+    /// The parked delivery's consumer has room (`None`: it is gone).
+    pub(crate) fn unpark(&mut self, room: Option<Room>, engine: &mut Engine) {
         let Some(parked) = self.parked.take() else {
             return;
         };
-        match permit {
-            Ok(permit) => {
-                let item = &parked.item;
-                let spec = self
-                    .routes
-                    .get_mut(item.channel_id())
-                    .and_then(|route| route.consumer_specs.get_mut(&item.consumer_tag));
-                if let (Some(offset), Some(spec)) =
-                    (topology::stream_offset(&item.properties), spec)
-                {
-                    topology::advance_stream_offset(spec, offset);
-                }
-                drop(permit.send(parked.item));
-            }
-            Err(_) => give_back(engine, &parked.item),
+        let Some(room) = room else {
+            return self.give_back(engine, &parked);
+        };
+        let item = &parked.item;
+        let spec = self
+            .routes
+            .get_mut(item.channel_id())
+            .and_then(|route| route.consumer_specs.get_mut(&item.consumer_tag));
+        if let (Some(offset), Some(spec)) = (topology::stream_offset(&item.properties), spec) {
+            topology::advance_stream_offset(spec, offset);
         }
+        room.place.send(ConsumerItem {
+            delivery: parked.item,
+            charge: parked.charge.or(room.charge),
+        });
     }
 
     pub(crate) fn confirmed(
@@ -383,4 +409,11 @@ impl Router {
             let _ = reply.send(Err(error.clone()));
         }
     }
+}
+
+/// What a delivery takes of its consumer's budget: its cost, at most the whole budget (a
+/// delivery larger than the budget is buffered alone).
+fn charge_of(delivery: &WireDelivery, budget: usize) -> u32 {
+    let cost = delivery_cost(delivery).clamp(1, budget.max(1));
+    u32::try_from(cost).unwrap_or(u32::MAX)
 }

@@ -8,7 +8,7 @@
 //! limit. Every call that waits on the broker has a timeout.
 //!
 //! ```no_run
-//! use amqp_client::{BasicProperties, Connection, PublishOptions, QueueDeclareOptions};
+//! use amqp_client::{BasicProperties, Confirmation, Connection, PublishOptions, QueueDeclareOptions};
 //! use futures_util::StreamExt;
 //!
 //! # async fn example() -> amqp_client::Result<()> {
@@ -19,7 +19,12 @@
 //! let confirm = channel
 //!     .publish("", "hello", PublishOptions::default(), BasicProperties::default(), "world")
 //!     .await?;
-//! confirm.await?; // the broker has it
+//! match confirm.await? {
+//!     Confirmation::Ack => {}                    // the broker has it
+//!     Confirmation::Nack => eprintln!("refused: publish again or give up"),
+//!     Confirmation::Returned(r) => eprintln!("unroutable: {}", r.reply_text),
+//!     _ => {}                                    // not in confirm mode
+//! }
 //!
 //! let mut consumer = channel.consume("hello", Default::default()).await?;
 //! if let Some(delivery) = consumer.next().await {
@@ -44,6 +49,7 @@ mod options;
 mod publish;
 mod recovery;
 mod router;
+mod session;
 mod tls;
 mod topology;
 mod uri;

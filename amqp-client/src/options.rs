@@ -83,8 +83,17 @@ pub struct ConsumeOptions {
     /// Extra arguments: `x-priority`, `x-stream-offset`, ...
     pub arguments: FieldTable,
     /// How many deliveries the stream buffers; by default the channel's prefetch count, or
-    /// 1024 when none was set.
+    /// 1024 when none was set. A consumer with acks never has more unacknowledged deliveries
+    /// at the broker than its buffer holds: with no prefetch set on the channel, `consume`
+    /// sets it to the buffer first (`basic.qos`), and a buffer smaller than the prefetch is
+    /// raised to it. So a consumer that is not read holds its own deliveries, never the socket
+    /// that other channels share. (A no-ack consumer has no prefetch: when its buffer is full,
+    /// the connection stops reading the socket until it is read.)
     pub buffer: Option<usize>,
+    /// How many octets the stream buffers: bodies, and headers at the memory they decode to
+    /// (default 64 MiB). A delivery larger than that is buffered alone. While it is spent,
+    /// the connection stops reading the socket until the consumer is read.
+    pub buffer_bytes: Option<usize>,
 }
 
 /// Options of [`crate::Channel::publish`].

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use amqp_wire::BasicProperties;
 use amqp_wire::connection::Returned;
@@ -15,7 +16,7 @@ use futures_core::Stream;
 use tokio::sync::{TryAcquireError, mpsc, oneshot};
 
 use crate::channel::{Channel, ChannelShared, short};
-use crate::command::{Command, ConfirmSlot};
+use crate::command::{self, Command, ConfirmSlot};
 use crate::error::{Error, Result};
 use crate::options::PublishOptions;
 
@@ -38,11 +39,38 @@ pub enum Confirmation {
 /// A publish's pending outcome: a future of its [`Confirmation`].
 ///
 /// Publishes can be pipelined: publish thousands, then await their `Confirm`s in any order.
+///
+/// A `Confirm` has a deadline, the connection's `confirm_timeout` counted from when it is
+/// first awaited: a broker that never answers (a quorum queue without a majority, say)
+/// resolves it with [`Error::OutcomeUnknown`], never with an ack or a nack. The message may
+/// still reach its queues; its place in the channel's confirm window stays taken until the
+/// broker answers or the channel ends, so a broker that stopped confirming stops the
+/// publisher instead of letting unconfirmed messages pile up.
+///
+/// ```no_run
+/// # async fn example(channel: amqp_client::Channel) -> amqp_client::Result<()> {
+/// use amqp_client::{BasicProperties, Confirmation, Error, PublishOptions};
+/// let confirm = channel
+///     .publish("", "jobs", PublishOptions::default(), BasicProperties::default(), "hi")
+///     .await?;
+/// match confirm.await {
+///     Ok(Confirmation::Ack) => {}                     // the broker has it
+///     Ok(Confirmation::Nack) => { /* refused: publish again or give up */ }
+///     Ok(Confirmation::Returned(r)) => { /* unroutable: r.reply_text says why */ }
+///     Ok(_) => {}                                     // not in confirm mode
+///     Err(Error::OutcomeUnknown) => { /* no answer in time, or the connection was lost */ }
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "a Confirm says whether the broker took the message"]
 pub struct Confirm {
     rx: oneshot::Receiver<Result<Confirmation>>,
     channel: Arc<ChannelShared>,
+    limit: Duration,
+    /// Armed when the outcome is not there at the first poll.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Future for Confirm {
@@ -50,8 +78,18 @@ impl Future for Confirm {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok(outcome)) => Poll::Ready(outcome.map_err(|e| self.channel.explain(e))),
-            Poll::Ready(Err(_)) => Poll::Ready(Err(self.channel.gone())),
+            Poll::Ready(Ok(outcome)) => {
+                return Poll::Ready(outcome.map_err(|e| self.channel.explain(e)));
+            }
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(self.channel.gone())),
+            Poll::Pending => {}
+        }
+        let limit = self.limit;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Error::OutcomeUnknown)),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -144,13 +182,13 @@ impl Channel {
                 permit,
             },
         };
-        self.tx
-            .send(command)
-            .await
-            .map_err(|_| self.shared.gone())?;
+        let gone = || self.shared.gone();
+        command::send(&self.tx, "publish", self.timeout, gone, command).await?;
         Ok(Confirm {
             rx,
             channel: self.shared.clone(),
+            limit: self.shared.conn.limits.confirm_timeout,
+            deadline: None,
         })
     }
 
@@ -167,10 +205,8 @@ impl Channel {
             generation: self.shared.generation,
             tx,
         };
-        self.tx
-            .send(command)
-            .await
-            .map_err(|_| self.shared.gone())?;
+        let gone = || self.shared.gone();
+        command::send(&self.tx, "returns", self.timeout, gone, command).await?;
         Ok(Returns { rx })
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  lost ──► requests fail; unconfirmed publishes fail with OutcomeUnknown (or are kept to
-//!  │        publish again); delivery tags of the old connection become void (epoch + 1)
+//!  │        publish again); delivery tags of the old connection become void (the
+//!  │        tags the application sees go on growing from the highest it was handed)
 //!  ▼
 //!  Connected ──► Opening: every channel again on its number, with its qos/confirm/tx,
 //!                and one more channel for the topology
@@ -14,7 +15,6 @@
 //! Each step waits for every reply of the one before. Handles' commands wait meanwhile.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 
 use amqp_wire::connection::{CloseReason, Connection as Engine, Initiator, RequestId};
 use amqp_wire::{ChannelId, Method, ReplyCode};
@@ -104,7 +104,7 @@ impl Router {
         self.fail_waiting(error);
         let mut closed = Vec::new();
         for route in self.routes.iter_mut() {
-            route.shared.epoch.fetch_add(1, Ordering::AcqRel);
+            route.void_tags();
             for (_, pending) in route.requests.drain() {
                 let _ = pending.reply.send(Err(error.clone()));
             }

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use amqp_wire::connection::{Connection as Engine, RequestId, UsageError};
 use amqp_wire::methods::BasicConsume;
 use amqp_wire::{ChannelId, DeliveryTag, Method, ShortStr};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::channel::ChannelShared;
 use crate::command::{Command, ConfirmSlot, ConsumerSink, Reply, Settle};
@@ -23,12 +23,27 @@ use crate::publish::Confirmation;
 use crate::recovery::Replay;
 use crate::topology::Topology;
 
-/// A delivery waiting for room in its consumer's full buffer; the socket is not read
-/// meanwhile.
+/// A delivery waiting for room in its consumer's full buffer (a place, or octets of its
+/// budget); the socket is not read meanwhile.
 #[derive(Debug)]
 pub(crate) struct Parked {
     pub(crate) tx: mpsc::Sender<ConsumerItem>,
     pub(crate) item: Delivery,
+    /// How to hand it back if nobody will read it.
+    pub(crate) how: Settle,
+    /// The buffer's budget, and what the delivery costs it.
+    pub(crate) budget: Arc<Semaphore>,
+    pub(crate) cost: u32,
+    /// Its octets of the budget, once taken.
+    pub(crate) charge: Option<OwnedSemaphorePermit>,
+}
+
+/// Room for a parked delivery: a place in its consumer's buffer, and its octets of the
+/// budget if it had to wait for them.
+#[derive(Debug)]
+pub(crate) struct Room {
+    pub(crate) place: mpsc::OwnedPermit<ConsumerItem>,
+    pub(crate) charge: Option<OwnedSemaphorePermit>,
 }
 
 #[derive(Debug)]
@@ -100,6 +115,9 @@ pub(crate) struct Route {
     pub(crate) consumer_specs: HashMap<ShortStr, BasicConsume>,
     /// Unconfirmed publishes kept across a loss, to publish again.
     pub(crate) republish: VecDeque<ConfirmSlot>,
+    /// The highest delivery tag handed to the application, as it knows it: the next
+    /// session's tags start above it (`ChannelShared::tag_base`).
+    pub(crate) highest_tag: u64,
 }
 
 impl Route {
@@ -114,7 +132,33 @@ impl Route {
             settings: Vec::new(),
             consumer_specs: HashMap::new(),
             republish: VecDeque::new(),
+            highest_tag: 0,
         }
+    }
+
+    /// The broker's delivery tag as the application will know it.
+    pub(crate) fn app_tag(&mut self, wire: DeliveryTag) -> DeliveryTag {
+        let tag = wire.0 + self.shared.tag_base.load(Ordering::Acquire);
+        self.highest_tag = self.highest_tag.max(tag);
+        DeliveryTag(tag)
+    }
+
+    /// The broker's delivery tag for an application's one on this session, or `None` for one
+    /// from a lost session (`multiple` with tag 0 means all, and stays 0).
+    pub(crate) fn wire_tag(&self, tag: DeliveryTag, multiple: bool) -> Option<DeliveryTag> {
+        let base = self.shared.tag_base.load(Ordering::Acquire);
+        match tag.0 {
+            0 if multiple => Some(tag),
+            t if t > base => Some(DeliveryTag(t - base)),
+            _ => None,
+        }
+    }
+
+    /// The session is lost: the tags it handed out are void from now on.
+    pub(crate) fn void_tags(&self) {
+        self.shared
+            .tag_base
+            .store(self.highest_tag, Ordering::Release);
     }
 
     /// Keeps what a confirmed request set on the channel, for a recovery to set it again.
@@ -248,6 +292,20 @@ impl Router {
         self.app_closed = true;
     }
 
+    /// The application asked to close the connection (a close that must work even while
+    /// the command queue does not move, the socket not draining).
+    pub(crate) fn close_requested(&mut self, engine: &mut Engine) {
+        if !self.app_closed {
+            self.app_closed = true;
+            engine.close(amqp_wire::ReplyCode::SUCCESS, "closed by the application");
+        }
+    }
+
+    /// True while the broker blocks our publishes (`connection.blocked`).
+    pub(crate) fn is_blocked(&self) -> bool {
+        *self.blocked.borrow()
+    }
+
     /// Commands wait while a session is not open or is being restored.
     pub(crate) fn accepts_commands(&self) -> bool {
         self.session_open && self.replay.is_none()
@@ -324,27 +382,29 @@ impl Router {
             Command::Settle {
                 channel,
                 generation,
-                epoch,
                 tag,
                 how,
                 reply,
             } => {
-                let current = self
-                    .route_mut(channel, generation)
-                    .map(|r| r.shared.epoch.load(Ordering::Acquire));
-                if current != Some(epoch) {
+                let multiple = matches!(
+                    how,
+                    Settle::Ack { multiple: true } | Settle::Nack { multiple: true, .. }
+                );
+                let route = self.route_mut(channel, generation);
+                let open = route.is_some();
+                let Some(wire) = route.and_then(|r| r.wire_tag(tag, multiple)) else {
                     tracing::warn!(
                         channel = channel.0,
                         tag = tag.0,
                         "settle for a closed or recovered channel; the broker requeued it"
                     );
                     // A closed channel's waiter reports the channel's error when `reply` drops.
-                    if let (Some(reply), Some(_)) = (reply, current) {
+                    if let (Some(reply), true) = (reply, open) {
                         let _ = reply.send(Err(Error::StaleDelivery(tag.0)));
                     }
                     return;
-                }
-                let result = settle(engine, channel, tag, how);
+                };
+                let result = settle(engine, channel, wire, how);
                 if let Err(e) = &result {
                     tracing::warn!(channel = channel.0, tag = tag.0, error = %e, "settle refused");
                 }
@@ -422,7 +482,9 @@ impl Router {
         consumer: Option<ConsumerSink>,
     ) {
         let nowait_tag = match &method {
-            Method::BasicConsume(m) if m.no_wait => Some(m.consumer_tag.clone()),
+            Method::BasicConsume(m) if m.no_wait => {
+                Some((m.consumer_tag.clone(), self.topology.consumes_stream(m)))
+            }
             _ => None,
         };
         let cancel_tag = match &method {
@@ -453,7 +515,8 @@ impl Router {
                 );
             }
             Ok(None) => {
-                if let (Some(tag), Some(sink)) = (nowait_tag, consumer) {
+                if let (Some((tag, stream)), Some(mut sink)) = (nowait_tag, consumer) {
+                    sink.stream = stream;
                     route.consumers.insert(tag, sink);
                 }
                 let _ = reply.send(Ok(Reply::Sent));
@@ -481,7 +544,19 @@ impl Router {
         unread: impl Fn(&Delivery) -> bool,
     ) {
         if let Some(parked) = self.parked.take_if(|p| unread(&p.item)) {
-            give_back(engine, &parked.item);
+            self.give_back(engine, &parked);
+        }
+    }
+
+    /// Hands a parked delivery nobody will read back to the broker.
+    pub(crate) fn give_back(&self, engine: &mut Engine, parked: &Parked) {
+        let channel = parked.item.channel_id();
+        let wire = self
+            .routes
+            .get(channel)
+            .and_then(|r| r.wire_tag(parked.item.delivery_tag, false));
+        if let Some(wire) = wire {
+            settle_quietly(engine, channel, wire, parked.how);
         }
     }
 
@@ -553,13 +628,6 @@ pub(crate) fn requeue(engine: &mut Engine, channel: ChannelId, tag: DeliveryTag)
             requeue: true,
         },
     );
-}
-
-/// [`requeue`] for a consumer's delivery nobody will read, which may come from a stream
-/// ([`Settle::give_back`]).
-pub(crate) fn give_back(engine: &mut Engine, delivery: &Delivery) {
-    let how = Settle::give_back(&delivery.properties);
-    settle_quietly(engine, delivery.channel_id(), delivery.delivery_tag, how);
 }
 
 /// Settles a delivery nobody will read; a refusal (consumed without acks, channel closing)

@@ -79,6 +79,20 @@ impl Topology {
         }
     }
 
+    /// Whether a consumer consumes a stream: it gave a stream argument (`x-stream-offset`,
+    /// `x-stream-filter`, ...), or its queue was declared through this connection as one.
+    pub(crate) fn consumes_stream(&self, spec: &BasicConsume) -> bool {
+        let stream_argument = spec
+            .arguments
+            .iter()
+            .any(|(key, _)| key.as_bytes().starts_with(b"x-stream-"));
+        stream_argument
+            || self.queues.iter().any(|q| {
+                q.name == spec.queue
+                    && q.declare.arguments.get("x-queue-type") == Some(&FieldValue::from("stream"))
+            })
+    }
+
     /// Whether a request changes the topology (so its method is kept until its reply).
     pub(crate) fn is_recorded(method: &Method) -> bool {
         matches!(

@@ -136,6 +136,15 @@ impl FieldValue {
         }
     }
 
+    /// What a value holds beyond its own size: a nested table's or array's memory.
+    fn nested_size(&self) -> usize {
+        match self {
+            Self::Table(t) => t.decoded_size(),
+            Self::Array(a) => a.decoded_size(),
+            _ => 0,
+        }
+    }
+
     /// The encoded size, tag included.
     fn encoded_len(&self) -> usize {
         1 + match self {
@@ -300,6 +309,22 @@ impl FieldTable {
         self.0.is_empty()
     }
 
+    /// The memory the decoded table holds, in octets: its entries and everything nested in
+    /// them (strings count as the slices they are, not the read buffer they point into). A
+    /// consumer charges it against its buffer's budget, so a table built to decode large is
+    /// paid for at its real size.
+    ///
+    /// ```
+    /// use amqp_wire::FieldTable;
+    /// let table: FieldTable = [("k", 1i32)].into_iter().collect();
+    /// assert!(table.decoded_size() >= size_of::<FieldTable>());
+    /// ```
+    pub fn decoded_size(&self) -> usize {
+        size_of::<Self>()
+            + self.0.capacity() * size_of::<(ShortStr, FieldValue)>()
+            + self.0.iter().map(|(_, v)| v.nested_size()).sum::<usize>()
+    }
+
     /// The encoded size, the 4-octet length included.
     pub fn encoded_len(&self) -> usize {
         4 + self
@@ -368,6 +393,13 @@ impl<K: AsRef<str>, V: Into<FieldValue>> FromIterator<(K, V)> for FieldTable {
 pub struct FieldArray(pub Vec<FieldValue>);
 
 impl FieldArray {
+    /// The memory the decoded array holds, as [`FieldTable::decoded_size`].
+    pub fn decoded_size(&self) -> usize {
+        size_of::<Self>()
+            + self.0.capacity() * size_of::<FieldValue>()
+            + self.0.iter().map(FieldValue::nested_size).sum::<usize>()
+    }
+
     fn encoded_len(&self) -> usize {
         4 + self.0.iter().map(FieldValue::encoded_len).sum::<usize>()
     }

@@ -930,3 +930,36 @@ proptest! {
         drain_decoder(&mut FrameDecoder::new(0), &mut BytesMut::from(&wire[..]));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// What a decoded table holds is proportional to its octets on the wire, whatever they
+    /// are: no value decodes to more than a fixed multiple of the octets it took, so what a
+    /// peer makes us hold is bounded by what it sent (and `frame_max` bounds that).
+    #[test]
+    fn decoded_tables_hold_memory_proportional_to_their_wire_size(table in field_table()) {
+        let wire = encode_table(&table);
+        let back = FieldTable::decode(&wire).unwrap();
+        let bound = DECODED_PER_OCTET * wire.len() + size_of::<FieldTable>();
+        prop_assert!(back.decoded_size() <= bound, "{} > {}", back.decoded_size(), bound);
+    }
+
+    /// The worst case for that bound: arrays of one-octet values (`V`, void), nested.
+    #[test]
+    fn arrays_of_voids_stay_within_the_bound(n in 0usize..5000, depth in 0usize..4) {
+        let mut value = FieldValue::Array(FieldArray(vec![FieldValue::Void; n]));
+        for _ in 0..depth {
+            value = FieldValue::Array(FieldArray(vec![value.clone(), value]));
+        }
+        let table = table_of(vec![(ShortStr::from_static("v"), value)]);
+        let wire = encode_table(&table);
+        let back = FieldTable::decode(&wire).unwrap();
+        let bound = DECODED_PER_OCTET * wire.len() + size_of::<FieldTable>();
+        prop_assert!(back.decoded_size() <= bound, "{} > {}", back.decoded_size(), bound);
+    }
+}
+
+/// The most memory one octet of a table on the wire decodes to: a one-octet value becomes a
+/// `FieldValue`, in a vector that may have grown to twice its length.
+const DECODED_PER_OCTET: usize = 2 * size_of::<(ShortStr, FieldValue)>();

@@ -200,6 +200,13 @@ impl ConnectionBuilder {
         self
     }
 
+    /// How long an awaited confirm waits for the broker before it resolves with
+    /// [`crate::Error::OutcomeUnknown`] (default: the operation timeout).
+    pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.config.confirm_timeout = Some(timeout);
+        self
+    }
+
     /// The largest inbound message body accepted (default 128 MiB).
     pub fn max_message_size(mut self, bytes: u64) -> Self {
         self.config.max_message_size = bytes;
