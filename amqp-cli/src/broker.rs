@@ -1,6 +1,7 @@
 //! Connecting to the broker named by `--url`, and naming it in errors.
 
-use amqp_client::{Channel, Connection, ConnectionConfig};
+use amqp_client::{Channel, Connection, ConnectionConfig, ConnectionEvent};
+use tokio::sync::broadcast;
 
 use crate::error::{CliError, Result};
 
@@ -14,6 +15,8 @@ pub struct Session {
     pub conn: Connection,
     /// `host:port` of the broker.
     pub host: String,
+    /// The connection's events since it opened.
+    events: broadcast::Receiver<ConnectionEvent>,
 }
 
 /// Parses `url` into a configuration, naming a bad URL (never its password) in the error.
@@ -49,9 +52,10 @@ impl Session {
         let conn = Connection::connect_with(config)
             .await
             .map_err(|source| CliError::Connect { host, source })?;
+        let events = conn.events();
         let endpoint = conn.endpoint();
         let host = endpoint.to_string();
-        Ok(Self { conn, host })
+        Ok(Self { conn, host, events })
     }
 
     /// Opens a channel.
@@ -80,5 +84,35 @@ impl Session {
     /// work is done or has already failed), so it is not reported.
     pub async fn close(self) {
         let _ = self.conn.close().await;
+    }
+
+    /// Closes the connection and says whether everything handed to it reached the broker.
+    /// The broker's close-ok comes after it has read all we sent before the close; a
+    /// connection lost on the way lost what it had not written.
+    ///
+    /// # Errors
+    /// [`CliError::Broker`] when the connection was lost at any time since it opened, or the
+    /// close was not answered.
+    pub async fn close_checked(self, action: &str) -> Result<()> {
+        let mut events = self.events;
+        let closed = self.conn.close().await;
+        loop {
+            match events.try_recv() {
+                Ok(ConnectionEvent::Disconnected { error }) => {
+                    return Err(CliError::Broker {
+                        action: action.into(),
+                        host: self.host,
+                        source: error,
+                    });
+                }
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+        closed.map_err(|source| CliError::Broker {
+            action: "close".into(),
+            host: self.host,
+            source,
+        })
     }
 }

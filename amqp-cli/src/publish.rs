@@ -11,7 +11,7 @@ use clap::Args;
 use futures_util::{FutureExt as _, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::broker::Session;
+use crate::broker::{self, Session};
 use crate::error::{CliError, Result, explain, meaning};
 use crate::headers::{self, Header};
 
@@ -192,11 +192,16 @@ pub async fn run(url: &str, args: PublishArgs) -> Result<()> {
         })?)),
         (None, None) => None,
     };
-    let session = Session::open(url).await?;
+    let mut config = broker::config(url)?;
+    // Without confirms nothing tells what a lost connection had not written: fail then,
+    // rather than reconnect and report success.
+    config.recovery.enabled = args.confirm;
+    let session = Session::open_with(config).await?;
     let tally = publish_all(&session, &args, properties, single).await;
     let host = session.host.clone();
-    session.close().await;
+    let closed = session.close_checked("publish").await;
     let tally = tally?;
+    closed?;
     match tally.first_failure {
         None => Ok(()),
         Some(detail) => Err(CliError::NotConfirmed {

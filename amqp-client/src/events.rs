@@ -124,8 +124,15 @@ impl Router {
                 self.blocked.send_replace(false);
                 self.emit(ConnectionEvent::Unblocked);
             }
-            // The driver decides what follows: recovery, or the end.
-            Event::Closed(error) => tracing::debug!(%error, "session closed"),
+            // The driver decides what follows: recovery, or the end. What waits on this
+            // session's replies fails now.
+            Event::Closed(error) => {
+                tracing::debug!(%error, "session closed");
+                let error = Error::Connection(error);
+                if !is_local_close(&error) {
+                    self.fail_in_flight(&error);
+                }
+            }
             other => tracing::debug!(event = ?other, "event not routed"),
         }
     }

@@ -101,20 +101,10 @@ impl Router {
         self.emit(ConnectionEvent::Disconnected {
             error: error.clone(),
         });
-        self.fail_waiting(error);
+        self.fail_in_flight(error);
         let mut closed = Vec::new();
         for route in self.routes.iter_mut() {
             route.void_tags();
-            for (_, pending) in route.requests.drain() {
-                let _ = pending.reply.send(Err(error.clone()));
-            }
-            for (_, confirm) in route.confirms.drain(..) {
-                if confirm.message.is_some() {
-                    route.republish.push_back(confirm);
-                } else {
-                    let _ = confirm.tx.send(Err(Error::OutcomeUnknown));
-                }
-            }
             if !route.closing.is_empty() {
                 // The application was closing it: it is closed now.
                 closed.push(route.shared.id);
@@ -129,6 +119,26 @@ impl Router {
                 initiator: Initiator::Local,
             };
             route.end(&Error::ChannelClosed(reason), true);
+        }
+    }
+
+    /// The session is ending (the engine said so; its socket may still be flushing a close):
+    /// what waits on its replies fails now, with the cause, instead of after a close-ok wait
+    /// or a recovery. Unconfirmed publishes resolve `OutcomeUnknown`, or are kept to publish
+    /// again.
+    pub(crate) fn fail_in_flight(&mut self, error: &Error) {
+        self.fail_waiting(error);
+        for route in self.routes.iter_mut() {
+            for (_, pending) in route.requests.drain() {
+                let _ = pending.reply.send(Err(error.clone()));
+            }
+            for (_, confirm) in route.confirms.drain(..) {
+                if confirm.message.is_some() {
+                    route.republish.push_back(confirm);
+                } else {
+                    let _ = confirm.tx.send(Err(Error::OutcomeUnknown));
+                }
+            }
         }
     }
 

@@ -224,7 +224,9 @@ fn fixture(heartbeat: u16) -> Wire {
 
 /// Feeds `octets` in chunks as `cuts` says, each followed by a timeout at a later instant
 /// (fired even when not due with `force`), then checks how the engine ended.
-fn feed_octets(mut w: Wire, heartbeat: u16, octets: &[u8], cuts: &[(usize, u32, bool)]) {
+fn feed_octets(mut w: Wire, octets: &[u8], cuts: &[(usize, u32, bool)]) {
+    // Agreed, not offered: a broker offering none still gets the client's.
+    let heartbeat = w.conn.tune().heartbeat;
     let mut frames = Vec::new();
     let mut events = Vec::new();
     let mut rest = octets;
@@ -437,7 +439,7 @@ proptest! {
         octets in vec(any::<u8>(), 0..4096),
         cuts in cuts(),
     ) {
-        feed_octets(fixture(heartbeat), heartbeat, &octets, &cuts);
+        feed_octets(fixture(heartbeat), &octets, &cuts);
     }
 
     #[test]
@@ -446,7 +448,7 @@ proptest! {
         octets in mutated_stream(),
         cuts in cuts(),
     ) {
-        feed_octets(fixture(heartbeat), heartbeat, &octets, &cuts);
+        feed_octets(fixture(heartbeat), &octets, &cuts);
     }
 }
 
@@ -792,10 +794,12 @@ impl Run {
             max_message_size,
             ..ClientConfig::default()
         };
+        let w = Wire::connected(config, tune);
         Self {
-            w: Wire::connected(config, tune),
+            // Agreed, not offered: a broker offering none still gets the client's.
+            heartbeat: w.conn.tune().heartbeat,
+            w,
             channel_max,
-            heartbeat,
             max_message_size,
             oversized: Vec::new(),
             channels: BTreeMap::new(),
@@ -1047,17 +1051,15 @@ impl Run {
                 which,
                 content,
             } => {
-                // RabbitMQ returns an unroutable publish before it confirms it, and handles
-                // publishes in order: only the oldest unreturned one of a route can be next.
+                // RabbitMQ returns an unroutable publish while it handles it, and confirms it
+                // in the very next confirm frame on the channel: a single ack of its tag, or a
+                // `multiple` one up to it. Any mandatory publish can be the unroutable one (a
+                // headers exchange routes by message, not by key).
                 let mut candidates = Vec::new();
                 for &ch in &usable {
-                    let mut seen = Vec::new();
                     for (&seq, u) in &self.channels[&ch].unconfirmed {
-                        if let (Some(route), None) = (&u.route, &u.returned) {
-                            if !seen.contains(route) {
-                                seen.push(route.clone());
-                                candidates.push((ch, seq));
-                            }
+                        if u.route.is_some() {
+                            candidates.push((ch, seq));
                         }
                     }
                 }
@@ -1078,10 +1080,40 @@ impl Run {
                 };
                 let id = header.properties.message_id.clone();
                 frames.extend(content);
+                // An oversized return closes the channel: its confirm finds it gone.
+                let listens = self.engine_listens(ch) && !self.oversized.contains(&ch);
+                let multiple = which % 2 == 1;
                 let c = self.channels.get_mut(&ch).expect("channel");
                 c.unconfirmed.get_mut(&seq).expect("unconfirmed").returned = id;
-                if self.engine_listens(ch) {
-                    // Kept for the confirm: no event of its own.
+                let settled: Vec<u64> = if multiple {
+                    c.unconfirmed
+                        .keys()
+                        .copied()
+                        .filter(|&t| t <= seq)
+                        .collect()
+                } else {
+                    vec![seq]
+                };
+                for t in settled {
+                    let u = c.unconfirmed.remove(&t).expect("unconfirmed");
+                    let outcome = match u.returned {
+                        None => Outcome::Ack,
+                        Some(id) => Outcome::Returned(id),
+                    };
+                    if listens {
+                        x.confirms.push((ch, t, outcome));
+                    }
+                }
+                let delivery_tag = DeliveryTag(seq);
+                frames.push(method(
+                    ch,
+                    BasicAck {
+                        delivery_tag,
+                        multiple,
+                    },
+                ));
+                if listens {
+                    // Resolved in its confirm: no event of its own.
                     x.forbid(
                         format!("a return event on {ch}"),
                         move |e| matches!(e, Event::Returned { channel, .. } if channel.0 == ch),

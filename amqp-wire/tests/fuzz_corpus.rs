@@ -17,11 +17,12 @@ use std::path::{Path, PathBuf};
 type Check = fn(&[u8]) -> bool;
 
 /// Every fuzz target, by its directory name, with the property it checks.
-const TARGETS: [(&str, Check); 4] = [
+const TARGETS: [(&str, Check); 5] = [
     ("frame_decoder", checks::check_frame_stream),
     ("method", checks::check_method),
     ("field_table", checks::check_field_table),
     ("content_header", checks::check_content_header),
+    ("engine", checks::check_engine),
 ];
 
 /// `fuzz/` in the repository.
@@ -107,6 +108,11 @@ fn field_table_corpus() {
 #[test]
 fn content_header_corpus() {
     replay_target("content_header");
+}
+
+#[test]
+fn engine_corpus() {
+    replay_target("engine");
 }
 
 /// Every directory under `corpus/` and `regressions/` belongs to a target replayed above, so a

@@ -221,3 +221,136 @@ fn encode_header(header: &ContentHeader) -> Bytes {
     assert_eq!(dst.len(), header.encoded_len(), "encoded_len of {header:?}");
     dst.freeze()
 }
+
+/// Target `engine`: arbitrary octets from a broker, after a valid handshake, into the client
+/// engine ([`amqp_wire::connection::Connection`]), with a channel open in confirm mode, a
+/// consumer registered and two mandatory publishes waiting for their confirms.
+///
+/// The first input octet chooses how the rest is cut into reads (its value is the chunk
+/// length, 0 meaning all at once). After each read the engine's output, events and timers are
+/// drained, and time moves on by a second. Checks that
+/// - nothing panics, whatever the octets;
+/// - every octet the engine writes decodes as frames: it never writes garbage back;
+/// - once closed, it stays closed and writes nothing more.
+///
+/// Returns whether the engine was still open at the end (the input was accepted).
+pub fn check_engine(data: &[u8]) -> bool {
+    use amqp_wire::connection::Connection;
+    let Some((&chunk, input)) = data.split_first() else {
+        return false;
+    };
+    let mut now = std::time::Duration::from_secs(1);
+    let mut engine = Connection::client(Default::default(), now);
+    engine_setup(&mut engine, now);
+    let chunk = if chunk == 0 {
+        input.len().max(1)
+    } else {
+        usize::from(chunk)
+    };
+    let mut closed = false;
+    for piece in input.chunks(chunk) {
+        let mut read = BytesMut::from(piece);
+        engine.handle_input(now, &mut read);
+        let wrote = drain_engine(&mut engine, now);
+        assert!(
+            !(closed && wrote > 0),
+            "a closed engine wrote {wrote} octets"
+        );
+        closed = closed || engine.is_closed();
+        now += std::time::Duration::from_secs(1);
+        engine.handle_timeout(now);
+        drain_engine(&mut engine, now);
+    }
+    !engine.is_closed()
+}
+
+/// The broker's side of a handshake with RabbitMQ's tune, a channel opened, confirm mode and a
+/// consumer tagged `c`, fed to `engine`; two mandatory publishes made.
+fn engine_setup(engine: &mut amqp_wire::connection::Connection, now: std::time::Duration) {
+    use amqp_wire::methods::*;
+    use amqp_wire::{BasicProperties, ChannelId, ShortStr};
+    let feed = |engine: &mut amqp_wire::connection::Connection, method: Method, channel: u16| {
+        let mut read =
+            BytesMut::from(&encode_frame(&Frame::Method(ChannelId(channel), method))[..]);
+        engine.handle_input(now, &mut read);
+        drain_engine(engine, now);
+    };
+    let start = ConnectionStart {
+        mechanisms: "PLAIN".into(),
+        locales: "en_US".into(),
+        ..Default::default()
+    };
+    feed(engine, start.into(), 0);
+    let tune = ConnectionTune {
+        channel_max: 2047,
+        frame_max: FRAME_MAX,
+        heartbeat: 60,
+    };
+    feed(engine, tune.into(), 0);
+    feed(engine, ConnectionOpenOk.into(), 0);
+    let Ok(id) = engine.open_channel() else {
+        panic!("a connected engine opens a channel");
+    };
+    feed(engine, ChannelOpenOk.into(), id.0);
+    engine
+        .channel(id)
+        .expect("open channel")
+        .call(ConfirmSelect::default())
+        .expect("confirm.select");
+    feed(engine, ConfirmSelectOk.into(), id.0);
+    let consume = BasicConsume {
+        consumer_tag: ShortStr::from_static("c"),
+        ..Default::default()
+    };
+    engine
+        .channel(id)
+        .expect("open channel")
+        .call(consume)
+        .expect("basic.consume");
+    let ok = BasicConsumeOk {
+        consumer_tag: ShortStr::from_static("c"),
+    };
+    feed(engine, ok.into(), id.0);
+    for _ in 0..2 {
+        let publish = BasicPublish {
+            routing_key: ShortStr::from_static("q"),
+            mandatory: true,
+            ..Default::default()
+        };
+        let body = Bytes::from_static(b"hello");
+        let _ = engine.channel(id).expect("open channel").basic_publish(
+            publish,
+            &BasicProperties::default(),
+            body,
+        );
+    }
+    drain_engine(engine, now);
+}
+
+/// Takes everything the engine wants to write and every event; checks that the octets decode
+/// as frames. Returns how many octets it wrote.
+fn drain_engine(engine: &mut amqp_wire::connection::Connection, now: std::time::Duration) -> usize {
+    use bytes::Buf;
+    let mut out = amqp_wire::Transmit::new();
+    let _ = engine.poll_transmit(now, &mut out);
+    let mut written = BytesMut::new();
+    while out.has_remaining() {
+        let n = out.chunk().len();
+        written.extend_from_slice(out.chunk());
+        out.advance(n);
+    }
+    let wrote = written.len();
+    if written.starts_with(b"AMQP") {
+        let _ = written.split_to(8);
+    }
+    let mut decoder = FrameDecoder::new(0);
+    while !written.is_empty() {
+        match decoder.decode(&mut written) {
+            Ok(Some(_)) => {}
+            other => panic!("the engine wrote octets that do not decode: {other:?}"),
+        }
+    }
+    while engine.poll_event().is_some() {}
+    let _ = engine.poll_timeout();
+    wrote
+}

@@ -14,6 +14,7 @@ use bytes::BytesMut;
 
 pub mod at_least_once;
 pub mod cluster;
+pub mod hostile;
 pub mod private_node;
 pub mod proxy;
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod decode;
+mod hostile;
 mod messages;
 mod perf;
 mod support;

@@ -129,7 +129,10 @@ pub(crate) fn amqp_with(args: &[&str], input: Option<&[u8]>, url: &str) -> Out {
         .spawn()
         .expect("run the amqp binary");
     if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(input).expect("write stdin");
+        // From a thread of its own: a binary that stops reading (or exits early) must not
+        // hold the test past its timeout.
+        let input = input.to_vec();
+        std::thread::spawn(move || stdin.write_all(&input));
     }
     let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let reader = std::thread::spawn(move || {

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// How long to wait for `close-ok` after closing a connection for the peer's protocol
+/// violation.
+const VIOLATION_CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 impl Connection {
     /// Acts on a frame, taking what it keeps out of it (see `handle_input` for why by
     /// reference).
@@ -134,6 +138,10 @@ impl Connection {
         self.channels.clear();
         if self.phase != Phase::Closing {
             self.send_close(reason);
+            // A peer that broke the protocol gets a short wait for its close-ok: the
+            // connection is over either way, and it may never answer.
+            let short = self.now.saturating_add(VIOLATION_CLOSE_WAIT);
+            self.close_deadline = self.close_deadline.map(|d| d.min(short));
         }
     }
 
