@@ -124,9 +124,15 @@ async fn call(
         )
         .await
         .map_err(session.failed(format!("publish to {request}")))?;
-    request_taken(session, publish, &request).await?;
+    // --timeout bounds the whole call: the broker's confirm of the request, then the reply.
     let after = Duration::from_secs_f64(args.timeout.max(0.0));
-    let reply = match tokio::time::timeout(after, reply_to(session, &mut replies, &id)).await {
+    let started = tokio::time::Instant::now();
+    match tokio::time::timeout(after, request_taken(session, publish, &request)).await {
+        Ok(taken) => taken?,
+        Err(_) => return Err(CliError::NoReply { request, after }),
+    }
+    let left = after.saturating_sub(started.elapsed());
+    let reply = match tokio::time::timeout(left, reply_to(session, &mut replies, &id)).await {
         Ok(Ok(Some(reply))) => reply,
         Ok(Err(e)) => return Err(e),
         Ok(Ok(None)) | Err(_) => return Err(CliError::NoReply { request, after }),

@@ -7,7 +7,6 @@ use amqp_wire::connection::{
     CloseReason, Confirmation as WireConfirmation, Connection as Engine, ConnectionError,
     Delivery as WireDelivery, Event, Initiator, RequestId,
 };
-use amqp_wire::methods::BasicCancel;
 use amqp_wire::{ChannelId, DeliveryTag, Method, ReplyCode};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::error::TrySendError;
@@ -86,22 +85,7 @@ impl Router {
                     }
                 }
             }
-            Event::Returned { channel, message } => {
-                let listener = self.routes.get(channel).and_then(|r| r.returns.as_ref());
-                let delivered = match listener {
-                    Some(tx) => tx.try_send(*message).is_ok(),
-                    None => false,
-                };
-                if !delivered {
-                    self.conn
-                        .unhandled_returns
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(
-                        channel = channel.0,
-                        "a returned message had no listener with room; dropped (counted in Connection::unhandled_returns)"
-                    );
-                }
-            }
+            Event::Returned { channel, message } => self.returned(channel, *message),
             Event::Confirm {
                 channel,
                 tag,
@@ -126,14 +110,32 @@ impl Router {
             }
             // The driver decides what follows: recovery, or the end. What waits on this
             // session's replies fails now.
-            Event::Closed(error) => {
-                tracing::debug!(%error, "session closed");
-                let error = Error::Connection(error);
-                if !is_local_close(&error) {
-                    self.fail_in_flight(&error);
-                }
-            }
+            Event::Closed(error) => self.session_closing(error),
             other => tracing::debug!(event = ?other, "event not routed"),
+        }
+    }
+
+    /// A return that resolves no publish: to the channel's listener, or counted and dropped.
+    fn returned(&mut self, channel: ChannelId, message: amqp_wire::connection::Returned) {
+        let listener = self.routes.get(channel).and_then(|r| r.returns.as_ref());
+        let delivered = listener.is_some_and(|tx| tx.try_send(message).is_ok());
+        if !delivered {
+            self.conn
+                .unhandled_returns
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                channel = channel.0,
+                "a returned message had no listener with room; dropped (counted in Connection::unhandled_returns)"
+            );
+        }
+    }
+
+    /// The engine reports its session's end (its socket may still flush a close).
+    fn session_closing(&mut self, error: ConnectionError) {
+        tracing::debug!(%error, "session closed");
+        let error = Error::Connection(error);
+        if !is_local_close(&error) {
+            self.fail_in_flight(&error);
         }
     }
 
@@ -235,49 +237,20 @@ impl Router {
             route.shared.clone(),
             (sink.no_ack, sink.stream),
         );
-        let sent = match charge {
-            Some(charge) => sink.tx.try_send(ConsumerItem {
-                delivery,
-                charge: Some(charge),
-            }),
-            None => Err(TrySendError::Full(ConsumerItem {
-                delivery,
-                charge: None,
-            })),
+        let item = ConsumerItem { delivery, charge };
+        let sent = match item.charge {
+            Some(_) => sink.tx.try_send(item),
+            None => Err(TrySendError::Full(item)),
         };
         match sent {
-            Ok(()) => {
-                // The application will read it: a recovery resumes the stream after it.
-                if let (Some(offset), Some(spec)) =
-                    (offset, route.consumer_specs.get_mut(&consumer_tag))
-                {
-                    topology::advance_stream_offset(spec, offset);
-                }
-            }
+            // The application will read it: a recovery resumes the stream after it.
+            Ok(()) => route.advance_stream(&consumer_tag, offset),
             // Nobody may read it: a cancelled consumer, a closing channel (which drops it).
             Err(TrySendError::Full(_)) if sink.cancelling || engine.channel(channel).is_err() => {
                 settle_quietly(engine, channel, tag, how);
             }
-            Err(TrySendError::Full(item)) => {
-                self.parked = Some(Parked {
-                    tx: sink.tx.clone(),
-                    item: item.delivery,
-                    how,
-                    budget: sink.budget.clone(),
-                    cost,
-                    charge: item.charge,
-                });
-            }
-            Err(TrySendError::Closed(_)) => {
-                // The consumer was dropped: requeue, and cancel it at the broker.
-                route.consumers.remove(&consumer_tag);
-                settle_quietly(engine, channel, tag, how);
-                let cancel = BasicCancel {
-                    consumer_tag,
-                    no_wait: false,
-                };
-                let _ = engine.channel(channel).and_then(|mut ch| ch.call(cancel));
-            }
+            Err(TrySendError::Full(item)) => self.parked = Some(Parked::new(sink, item, how, cost)),
+            Err(TrySendError::Closed(_)) => route.consumer_dropped(engine, consumer_tag, tag, how),
         }
     }
 
@@ -290,12 +263,11 @@ impl Router {
             return self.give_back(engine, &parked);
         };
         let item = &parked.item;
-        let spec = self
-            .routes
-            .get_mut(item.channel_id())
-            .and_then(|route| route.consumer_specs.get_mut(&item.consumer_tag));
-        if let (Some(offset), Some(spec)) = (topology::stream_offset(&item.properties), spec) {
-            topology::advance_stream_offset(spec, offset);
+        if let Some(route) = self.routes.get_mut(item.channel_id()) {
+            route.advance_stream(
+                &item.consumer_tag,
+                topology::stream_offset(&item.properties),
+            );
         }
         room.place.send(ConsumerItem {
             delivery: parked.item,

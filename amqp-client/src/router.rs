@@ -38,6 +38,20 @@ pub(crate) struct Parked {
     pub(crate) charge: Option<OwnedSemaphorePermit>,
 }
 
+impl Parked {
+    /// `item` finds its consumer's buffer full (or its budget spent).
+    pub(crate) fn new(sink: &ConsumerSink, item: ConsumerItem, how: Settle, cost: u32) -> Self {
+        Self {
+            tx: sink.tx.clone(),
+            item: item.delivery,
+            how,
+            budget: sink.budget.clone(),
+            cost,
+            charge: item.charge,
+        }
+    }
+}
+
 /// Room for a parked delivery: a place in its consumer's buffer, and its octets of the
 /// budget if it had to wait for them.
 #[derive(Debug)]
@@ -133,6 +147,33 @@ impl Route {
             consumer_specs: HashMap::new(),
             republish: VecDeque::new(),
             highest_tag: 0,
+        }
+    }
+
+    /// A delivery (broker tag `tag`) found its consumer dropped: it goes back, and the
+    /// consumer is cancelled at the broker.
+    pub(crate) fn consumer_dropped(
+        &mut self,
+        engine: &mut Engine,
+        consumer_tag: ShortStr,
+        tag: DeliveryTag,
+        how: Settle,
+    ) {
+        let channel = self.shared.id;
+        self.consumers.remove(&consumer_tag);
+        settle_quietly(engine, channel, tag, how);
+        let cancel = amqp_wire::methods::BasicCancel {
+            consumer_tag,
+            no_wait: false,
+        };
+        let _ = engine.channel(channel).and_then(|mut ch| ch.call(cancel));
+    }
+
+    /// A stream consumer's delivery at `offset` went to the application: a recovery resumes
+    /// the stream after it.
+    pub(crate) fn advance_stream(&mut self, consumer_tag: &ShortStr, offset: Option<i64>) {
+        if let (Some(offset), Some(spec)) = (offset, self.consumer_specs.get_mut(consumer_tag)) {
+            crate::topology::advance_stream_offset(spec, offset);
         }
     }
 
@@ -385,33 +426,7 @@ impl Router {
                 tag,
                 how,
                 reply,
-            } => {
-                let multiple = matches!(
-                    how,
-                    Settle::Ack { multiple: true } | Settle::Nack { multiple: true, .. }
-                );
-                let route = self.route_mut(channel, generation);
-                let open = route.is_some();
-                let Some(wire) = route.and_then(|r| r.wire_tag(tag, multiple)) else {
-                    tracing::warn!(
-                        channel = channel.0,
-                        tag = tag.0,
-                        "settle for a closed or recovered channel; the broker requeued it"
-                    );
-                    // A closed channel's waiter reports the channel's error when `reply` drops.
-                    if let (Some(reply), true) = (reply, open) {
-                        let _ = reply.send(Err(Error::StaleDelivery(tag.0)));
-                    }
-                    return;
-                };
-                let result = settle(engine, channel, wire, how);
-                if let Err(e) = &result {
-                    tracing::warn!(channel = channel.0, tag = tag.0, error = %e, "settle refused");
-                }
-                if let Some(reply) = reply {
-                    let _ = reply.send(result.map_err(|e| self.refused(e)));
-                }
-            }
+            } => self.settle(engine, (channel, generation), tag, how, reply),
             Command::ListenReturns {
                 channel,
                 generation,
@@ -469,6 +484,42 @@ impl Router {
                     let _ = reply.send(Err(self.refused(e)));
                 }
             },
+        }
+    }
+
+    /// An ack, nack or reject by the application's tag; a tag of a lost session is stale.
+    fn settle(
+        &mut self,
+        engine: &mut Engine,
+        (channel, generation): (ChannelId, u64),
+        tag: DeliveryTag,
+        how: Settle,
+        reply: Option<oneshot::Sender<Result<()>>>,
+    ) {
+        let multiple = matches!(
+            how,
+            Settle::Ack { multiple: true } | Settle::Nack { multiple: true, .. }
+        );
+        let route = self.route_mut(channel, generation);
+        let open = route.is_some();
+        let Some(wire) = route.and_then(|r| r.wire_tag(tag, multiple)) else {
+            tracing::warn!(
+                channel = channel.0,
+                tag = tag.0,
+                "settle for a closed or recovered channel; the broker requeued it"
+            );
+            // A closed channel's waiter reports the channel's error when `reply` drops.
+            if let (Some(reply), true) = (reply, open) {
+                let _ = reply.send(Err(Error::StaleDelivery(tag.0)));
+            }
+            return;
+        };
+        let result = settle(engine, channel, wire, how);
+        if let Err(e) = &result {
+            tracing::warn!(channel = channel.0, tag = tag.0, error = %e, "settle refused");
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result.map_err(|e| self.refused(e)));
         }
     }
 

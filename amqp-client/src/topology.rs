@@ -230,6 +230,62 @@ mod tests {
     }
     use amqp_wire::methods::{ExchangeDelete, QueueDeclareOk, QueueDelete, QueueUnbind};
 
+    proptest::proptest! {
+        /// Give-back acks only a stream consumer's deliveries: one that gave a stream argument,
+        /// or consumes a queue declared as a stream through this connection. Nothing else,
+        /// near-miss argument names and other queue types included, makes it ack.
+        #[test]
+        fn give_back_never_acks_outside_stream_consumers(
+            keys in proptest::collection::vec(proptest::sample::select(ARGUMENT_KEYS.to_vec()), 0..4),
+            declared in proptest::collection::vec(
+                (proptest::sample::select(QUEUES.to_vec()), proptest::sample::select(QUEUE_TYPES.to_vec())),
+                0..4,
+            ),
+            queue in proptest::sample::select(QUEUES.to_vec()),
+        ) {
+            let mut topology = Topology::default();
+            for (name, kind) in &declared {
+                let declare = QueueDeclare {
+                    queue: s(name),
+                    arguments: [("x-queue-type", *kind)].into_iter().collect(),
+                    ..Default::default()
+                };
+                let ok = QueueDeclareOk {
+                    queue: s(name),
+                    ..Default::default()
+                };
+                topology.record(&declare.into(), &ok.into());
+            }
+            let spec = BasicConsume {
+                queue: s(queue),
+                arguments: keys.iter().map(|k| (*k, 1i64)).collect(),
+                ..Default::default()
+            };
+            // The last declaration of a name is the one recorded.
+            let declared_stream = declared
+                .iter()
+                .rev()
+                .find(|(name, _)| *name == queue)
+                .is_some_and(|(_, kind)| *kind == "stream");
+            let stream_argument = keys.iter().any(|k| k.starts_with("x-stream-"));
+            let how = crate::command::Settle::give_back(topology.consumes_stream(&spec));
+            let acks = matches!(how, crate::command::Settle::Ack { .. });
+            proptest::prop_assert_eq!(acks, declared_stream || stream_argument);
+        }
+    }
+
+    const ARGUMENT_KEYS: [&str; 7] = [
+        "x-stream-offset",
+        "x-stream-filter",
+        "x-priority",
+        "x-stream",
+        "X-STREAM-OFFSET",
+        "x-streams-offset",
+        "stream-offset",
+    ];
+    const QUEUES: [&str; 3] = ["q1", "q2", "q3"];
+    const QUEUE_TYPES: [&str; 3] = ["classic", "quorum", "stream"];
+
     fn s(v: &'static str) -> ShortStr {
         ShortStr::from_static(v)
     }

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use amqp_wire::methods::{
-    BasicGetEmpty, BasicQosOk, ChannelCloseOk, ChannelOpenOk, ConfirmSelectOk, ConnectionOpenOk,
-    ConnectionStart, ConnectionTune,
+    BasicConsumeOk, BasicGetEmpty, BasicQosOk, ChannelCloseOk, ChannelOpenOk, ConfirmSelectOk,
+    ConnectionOpenOk, ConnectionStart, ConnectionTune,
 };
-use amqp_wire::{ChannelId, FieldTable, Frame, FrameDecoder, LongStr, Method};
+use amqp_wire::{ChannelId, FieldTable, Frame, FrameDecoder, LongStr, Method, ShortStr};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -210,8 +210,8 @@ impl Peer {
     }
 
     /// Answers what a client does before real work (channel.open, basic.qos,
-    /// confirm.select, channel.close, basic.get with get-empty while `empty_gets`) until it
-    /// sends a method named `name`, which it returns.
+    /// confirm.select, basic.consume, channel.close; basic.get with get-empty) until it sends
+    /// a method named `name`, which it returns. Publishes are read and left unconfirmed.
     pub async fn serve_until(&mut self, name: &str) -> Option<(ChannelId, Method)> {
         loop {
             let (channel, method) = self.recv_method().await?;
@@ -224,6 +224,13 @@ impl Peer {
                 Method::ConfirmSelect(_) => Some(ConfirmSelectOk.into()),
                 Method::ChannelClose(_) => Some(ChannelCloseOk.into()),
                 Method::BasicGet(_) => Some(BasicGetEmpty.into()),
+                Method::BasicConsume(consume) if !consume.no_wait => {
+                    let tag = match consume.consumer_tag.is_empty() {
+                        true => ShortStr::from_static("amq.ctag-hostile"),
+                        false => consume.consumer_tag,
+                    };
+                    Some(BasicConsumeOk { consumer_tag: tag }.into())
+                }
                 _ => None,
             };
             if let Some(reply) = reply {

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use amqp_client::{Connection, ConsumeOptions};
+use amqp_client::{Connection, ConnectionConfig, ConsumeOptions};
 use amqp_tests::hostile::{HostileBroker, Peer, RABBITMQ_TUNE, memory_peaks_kib};
-use amqp_wire::methods::{BasicConsumeOk, BasicDeliver, ConnectionTune};
+use amqp_wire::methods::{BasicConsumeOk, BasicDeliver, ChannelOpenOk, ConnectionTune};
 use amqp_wire::{
     BasicProperties, ContentHeader, DeliveryTag, FieldArray, FieldTable, FieldValue, Frame,
     ShortStr,
@@ -127,6 +127,61 @@ async fn tables_that_decode_large() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
+/// A broker that reads nothing and floods deliveries for a consumer the client does not have:
+/// each makes the client send a nack, which the broker never reads.
+async fn replies_the_broker_never_reads() {
+    let tune = ConnectionTune {
+        heartbeat: 1,
+        ..RABBITMQ_TUNE
+    };
+    let broker = HostileBroker::start(tune, |mut peer: Peer| async move {
+        let Some((channel, _)) = peer.serve_until("channel.open").await else {
+            return;
+        };
+        let opened = peer.send_method(channel.0, ChannelOpenOk).await;
+        let header = Frame::Header(
+            channel,
+            ContentHeader {
+                body_size: 0,
+                properties: BasicProperties::default(),
+            },
+        );
+        if opened.is_err() {
+            return;
+        }
+        for tag in 1..=1_000_000 {
+            let mut unknown = deliver(tag);
+            unknown.consumer_tag = ShortStr::from_static("nobody");
+            let sent = async {
+                peer.send_method(channel.0, unknown).await?;
+                peer.send(&header).await
+            };
+            if sent.await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let mut config = ConnectionConfig::from_uri(&broker.url()).expect("url");
+    config.recovery.enabled = false;
+    let conn = Connection::connect_with(config).await.expect("connect");
+    let _ch = conn.open_channel().await.expect("channel");
+    for _ in 0..200 {
+        if conn.is_closed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        matches!(
+            conn.close_reason(),
+            Some(amqp_client::Error::WriteStalled(_))
+        ),
+        "the session ends when its replies go unread: {:?}",
+        conn.close_reason()
+    );
+}
+
 fn deliver(tag: u64) -> BasicDeliver {
     BasicDeliver {
         consumer_tag: ShortStr::from_static("c"),
@@ -163,6 +218,13 @@ fn a_hostile_broker_cannot_make_the_client_hold_what_it_announces() {
     assert!(
         virt < 64,
         "a 128 MiB body announced raised the virtual peak by {virt} MiB"
+    );
+
+    let (_, rss) = peaks_raised_by(replies_the_broker_never_reads());
+    eprintln!("a flood of deliveries for no consumer, replies unread: resident peak +{rss} MiB");
+    assert!(
+        rss < 48,
+        "replies nobody reads raised the resident peak by {rss} MiB"
     );
 
     let (_, rss) = peaks_raised_by(tables_that_decode_large());

@@ -72,3 +72,23 @@ async fn publish_into_a_broker_that_stops_reading_fails() {
     );
     assert!(out.stderr.contains("read nothing"), "says why: {out:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_to_a_broker_that_never_confirms_ends_at_its_timeout() {
+    let broker = HostileBroker::start(RABBITMQ_TUNE, |mut peer: Peer| async move {
+        // Answers the set-up, reads the request, and never confirms it.
+        peer.serve_until("never").await;
+    })
+    .await;
+    let (out, took) = run(
+        &["rpc", "-k", "calc", "--body", "2+2", "--timeout", "2"],
+        None,
+        broker.url(),
+    )
+    .await;
+    out.fails(1);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "exited after {took:?}"
+    );
+}
