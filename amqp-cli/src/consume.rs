@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use crate::broker::Session;
+use crate::duration::parse_seconds;
 use crate::error::{CliError, Result};
 use crate::json::{self, Envelope};
 
@@ -70,8 +71,9 @@ pub struct ConsumeArgs {
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub prefetch: u16,
     /// Stop after this many seconds; with --count, getting fewer messages is an error
-    #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds,
+          allow_negative_numbers = true)]
+    pub timeout: Option<Duration>,
     #[command(flatten)]
     #[allow(missing_docs)] // clap's flatten: the fields carry the docs
     pub output: OutputArgs,
@@ -110,9 +112,7 @@ async fn consume_on(session: &Session, args: &ConsumeArgs) -> Result<()> {
         .consume(queue, options)
         .await
         .map_err(session.failed(format!("consume from queue {queue:?}")))?;
-    let deadline = args
-        .timeout
-        .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let deadline = args.timeout.map(|after| Instant::now() + after);
     let mut got = 0u64;
     let mut stdout = std::io::stdout().lock();
     while args.count.is_none_or(|n| got < n) {
@@ -148,7 +148,7 @@ async fn consume_on(session: &Session, args: &ConsumeArgs) -> Result<()> {
             queue: queue.clone(),
             got,
             want,
-            after: Duration::from_secs_f64(args.timeout.unwrap_or_default().max(0.0)),
+            after: args.timeout.unwrap_or_default(),
         }),
         _ => Ok(()),
     }

@@ -22,6 +22,7 @@ pub mod broker;
 pub mod consume;
 pub mod declare;
 pub mod decode;
+pub mod duration;
 pub mod error;
 pub mod frame_fields;
 pub mod headers;

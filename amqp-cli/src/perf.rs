@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use crate::broker::{self, Session};
 use crate::consume::sleep_until;
 use crate::declare::QueueType;
+use crate::duration::parse_positive_seconds;
 use crate::error::{CliError, Result, say};
 use crate::headers::{self, Header};
 use crate::perf_report::{Progress, Report, Setup, Stats};
@@ -77,11 +78,13 @@ pub struct PerfArgs {
     #[arg(short = 'a', long)]
     pub autoack: bool,
     /// Publishes per second per producer; 0 for as fast as the broker takes them
-    #[arg(short = 'r', long, default_value_t = 0.0, value_name = "MSG/S")]
+    #[arg(short = 'r', long, default_value_t = 0.0, value_name = "MSG/S", value_parser = parse_rate,
+          allow_negative_numbers = true)]
     pub rate: f64,
     /// Seconds to run (10 unless --count is given)
-    #[arg(short = 'z', long, value_name = "SECONDS")]
-    pub duration: Option<f64>,
+    #[arg(short = 'z', long, value_name = "SECONDS", value_parser = parse_positive_seconds,
+          allow_negative_numbers = true)]
+    pub duration: Option<Duration>,
     /// Messages per producer; the run ends when they are all consumed
     #[arg(short = 'C', long, value_name = "N")]
     pub count: Option<u64>,
@@ -109,6 +112,16 @@ pub struct PerfArgs {
     /// No progress line
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// A publish rate: 0 (no limit) or a positive, finite number of messages per second.
+fn parse_rate(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate: expected 0 (no limit) or a positive number of messages per second"
+        )),
+    }
 }
 
 fn parse_queue_arg(s: &str) -> std::result::Result<Header, headers::HeaderError> {
@@ -193,14 +206,6 @@ fn validate(args: &PerfArgs) -> Result<()> {
     if !args.autoack && args.prefetch > 0 && args.multi_ack > u32::from(args.prefetch) {
         return Err(CliError::Usage(
             "--multi-ack larger than --prefetch would wait forever for deliveries the broker holds back",
-        ));
-    }
-    if args.rate < 0.0 || !args.rate.is_finite() {
-        return Err(CliError::Usage("--rate must be 0 or a positive number"));
-    }
-    if args.duration.is_some_and(|d| d <= 0.0 || !d.is_finite()) {
-        return Err(CliError::Usage(
-            "--duration must be a positive number of seconds",
         ));
     }
     Ok(())
@@ -306,7 +311,7 @@ async fn watch_progress(
 ) -> Result<()> {
     let args = &run.args;
     let deadline = match (args.duration, args.count) {
-        (Some(d), _) => Some(started + Duration::from_secs_f64(d)),
+        (Some(d), _) => Some(started + d),
         (None, Some(_)) => None,
         (None, None) => Some(started + DEFAULT_DURATION),
     };
@@ -414,9 +419,12 @@ async fn produce(run: Arc<Run>) -> Result<()> {
     let target = format!("publish to queue {:?}", run.queue);
     while !run.stopped() && run.args.count.is_none_or(|c| sent < c) {
         if run.args.rate > 0.0 {
-            let due = started + Duration::from_secs_f64(sent as f64 / run.args.rate);
+            // So slow a rate that the next publish is beyond any clock: wait for the end.
+            let due = Duration::try_from_secs_f64(sent as f64 / run.args.rate)
+                .ok()
+                .and_then(|after| started.checked_add(after));
             tokio::select! {
-                () = tokio::time::sleep_until(due) => {}
+                () = sleep_until(due) => {}
                 _ = stop.changed() => break,
             }
         }

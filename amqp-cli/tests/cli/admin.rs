@@ -140,6 +140,44 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn absurd_durations_are_usage_errors_not_panics() {
+    // Refused while parsing, before any connection: no broker is needed.
+    let cases: &[&[&str]] = &[
+        &["consume", "-q", "x", "--timeout", "inf"],
+        &["consume", "-q", "x", "--timeout", "1e19"],
+        &["consume", "-q", "x", "--timeout", "NaN"],
+        &["consume", "-q", "x", "--timeout", "-1"],
+        &["rpc", "-k", "x", "--body", "x", "--timeout", "inf"],
+        &["rpc", "-k", "x", "--body", "x", "--timeout", "1e19"],
+        &["perf", "--duration", "-1"],
+        &["perf", "--duration", "0"],
+        &["perf", "--duration", "inf"],
+        &["perf", "-z", "1e19"],
+        &["perf", "--rate", "-5"],
+        &["perf", "--rate", "inf"],
+    ];
+    for args in cases {
+        let out = amqp_with(args, None, "amqp://guest:guest@127.0.0.1:1/%2f");
+        assert_eq!(out.code, Some(2), "{args:?}: {out:?}");
+        assert!(!out.stderr.contains("panicked"), "{args:?}: {out:?}");
+        assert!(out.stderr.contains("invalid value"), "{args:?}: {out:?}");
+        assert!(
+            out.stderr.contains(": expected"),
+            "says what is accepted: {args:?}: {out:?}"
+        );
+    }
+    let out = amqp_with(
+        &["consume", "-q", "x", "--timeout", "1e19"],
+        None,
+        "amqp://guest:guest@127.0.0.1:1/%2f",
+    );
+    assert!(
+        out.stderr.contains("expected seconds from 0 to 31536000"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn help_and_completions() {
     let help = amqp(&["--help"]).ok();
     for word in [
