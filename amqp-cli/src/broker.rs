@@ -1,6 +1,6 @@
 //! Connecting to the broker named by `--url`, and naming it in errors.
 
-use amqp_client::{Channel, Connection, ConnectionConfig};
+use amqp_client::{Channel, Connection, ConnectionConfig, ExchangeDeclareOptions, ExchangeKind};
 
 use crate::error::{CliError, Result};
 
@@ -63,6 +63,26 @@ impl Session {
             .open_channel()
             .await
             .map_err(self.failed("open a channel"))
+    }
+
+    /// Checks that `exchange` exists (a passive `exchange.declare`), so that publishing to a
+    /// missing one fails at once, naming it, rather than when the broker closes the channel.
+    /// The default exchange (`""`) always exists.
+    ///
+    /// # Errors
+    /// [`CliError::Broker`] with 404 when it does not exist.
+    pub async fn require_exchange(&self, channel: &Channel, exchange: &str) -> Result<()> {
+        if exchange.is_empty() {
+            return Ok(());
+        }
+        let options = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(exchange, ExchangeKind::Direct, options)
+            .await
+            .map_err(self.failed(format!("find exchange {exchange:?}")))
     }
 
     /// A function that wraps a client error into [`CliError::Broker`] with what was being done.

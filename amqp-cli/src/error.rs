@@ -91,6 +91,14 @@ pub enum CliError {
         /// Its length.
         len: usize,
     },
+    /// `consume --exec`: the command could not be run.
+    #[error("cannot run --exec {command:?}: {source}")]
+    Exec {
+        /// The command.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Options that do not make sense together.
     #[error("{0}")]
     Usage(&'static str),

@@ -3,6 +3,7 @@
 
 mod admin;
 mod decode;
+mod exchange;
 mod messages;
 mod perf;
 mod support;
