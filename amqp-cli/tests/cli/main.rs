@@ -2,6 +2,7 @@
 //! (`CARGO_BIN_EXE_amqp`) and checks its output and exit status.
 
 mod admin;
+mod consume_flags;
 mod decode;
 mod exchange;
 mod messages;
