@@ -112,7 +112,7 @@ pub struct ConsumeArgs {
     pub timeout: Option<Duration>,
     /// A consumer argument such as x-priority:int=10, typed as publish --header; repeat for
     /// more
-    #[arg(long = "arg", value_name = "KEY[:TYPE]=VALUE", value_parser = parse_arg)]
+    #[arg(long = "arg", value_name = "KEY[:TYPE]=VALUE", value_parser = headers::parse_header)]
     pub arguments: Vec<Header>,
     /// Where a stream consumer starts (x-stream-offset): first, last, next, an offset N,
     /// @POSIX_SECONDS, YYYY-MM-DDTHH:MM:SSZ, or an age such as 7D, 12h, 30m
@@ -135,10 +135,6 @@ pub struct ConsumeArgs {
     #[command(flatten)]
     #[allow(missing_docs)] // clap's flatten: the fields carry the docs
     pub output: OutputArgs,
-}
-
-fn parse_arg(s: &str) -> std::result::Result<Header, headers::HeaderError> {
-    headers::parse_header(s)
 }
 
 impl ConsumeArgs {
