@@ -188,3 +188,46 @@ fn help_and_completions() {
     let bash = amqp(&["completions", "bash"]).ok();
     assert!(bash.stdout.contains("_amqp()"), "{}", &bash.stdout[..200]);
 }
+
+#[test]
+fn man_pages_say_what_help_says() {
+    let dir = std::env::temp_dir().join(unique("man"));
+    let out = amqp(&["man", dir.to_str().unwrap()]).ok();
+    let written: Vec<&str> = out.stdout.lines().collect();
+    for page in [
+        "amqp.1",
+        "amqp-consume.1",
+        "amqp-perf.1",
+        "amqp-declare-queue.1",
+    ] {
+        let path = dir.join(page);
+        assert!(written.contains(&path.to_str().unwrap()), "{page}: {out:?}");
+        let roff = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            roff.starts_with(".ie \\n(.g .ds Aq") || roff.contains(".TH"),
+            "{page}"
+        );
+    }
+    // The same definitions: each consume flag in --help has its entry in the page.
+    let help = amqp(&["consume", "--help"]).ok().stdout;
+    let page = std::fs::read_to_string(dir.join("amqp-consume.1")).unwrap();
+    for flag in [
+        "exchange",
+        "routing-key",
+        "offset",
+        "exec",
+        "requeue-on-exit",
+        "arg",
+    ] {
+        assert!(help.contains(&format!("--{flag}")), "{flag}");
+        let roff = format!("--{flag}").replace('-', "\\-");
+        assert!(page.contains(&roff), "{flag} in the page");
+    }
+    assert!(page.contains("EX_TEMPFAIL") && help.contains("EX_TEMPFAIL"));
+    let perf = std::fs::read_to_string(dir.join("amqp-perf.1")).unwrap();
+    assert!(
+        perf.contains("\\-\\-pmessages") && perf.contains("\\-\\-multi\\-ack\\-every"),
+        "{perf}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
