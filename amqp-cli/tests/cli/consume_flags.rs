@@ -1,6 +1,6 @@
 //! consume --arg, --offset, --exec, --requeue-on-exit against RabbitMQ.
 
-use crate::support::{Background, TempQueue, amqp, amqp_stdin, require_broker, unique};
+use crate::support::{Background, Temp, TempQueue, amqp, amqp_stdin, require_broker, unique};
 
 /// Publishes each line as a message to `queue`, confirmed.
 fn fill(queue: &str, lines: &[&str]) {
@@ -52,33 +52,15 @@ fn consumer_arguments_reach_the_broker() {
     assert!(out.stderr.contains("406"), "{out:?}");
 }
 
-/// A stream queue for one test, deleted on drop.
-struct TempStream(String);
-
-impl TempStream {
-    fn new() -> Self {
-        require_broker();
-        let name = unique("stream");
-        amqp(&["declare", "queue", &name, "--type", "stream"]).ok();
-        Self(name)
-    }
-}
-
-impl Drop for TempStream {
-    fn drop(&mut self) {
-        let _ = amqp(&["delete", "queue", &self.0]);
-    }
-}
-
 #[test]
 fn a_stream_is_read_from_the_offset_asked_for() {
-    let s = TempStream::new();
-    fill(&s.0, &["m0", "m1", "m2", "m3", "m4"]);
+    let s = Temp::declare("queue", "stream", &["--type", "stream"]);
+    fill(&s.name, &["m0", "m1", "m2", "m3", "m4"]);
     let read = |offset: &str, count: &str| {
         let args = [
             "consume",
             "-q",
-            &s.0,
+            &s.name,
             "--offset",
             offset,
             "-n",
@@ -93,10 +75,19 @@ fn a_stream_is_read_from_the_offset_asked_for() {
     assert_eq!(read("@0", "5"), "m0\nm1\nm2\nm3\nm4\n");
     assert_eq!(read("1970-01-01T00:00:00Z", "1"), "m0\n");
     // `next`: only what is published from now on.
-    let out = amqp(&["consume", "-q", &s.0, "--offset", "next", "--timeout", "1"]).ok();
+    let out = amqp(&[
+        "consume",
+        "-q",
+        &s.name,
+        "--offset",
+        "next",
+        "--timeout",
+        "1",
+    ])
+    .ok();
     assert_eq!(out.stdout, "");
     // An offset RabbitMQ would not take is a usage error, before connecting.
-    let out = amqp(&["consume", "-q", &s.0, "--offset", "yesterday"]);
+    let out = amqp(&["consume", "-q", &s.name, "--offset", "yesterday"]);
     assert_eq!(out.code, Some(2), "{out:?}");
 }
 

@@ -3,24 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use crate::support::{Background, amqp, amqp_stdin, require_broker, unique};
+use crate::support::{Background, Temp, amqp, amqp_stdin, require_broker, unique};
 
-/// A transient fanout exchange for one test, deleted on drop.
-struct TempExchange(String);
-
-impl TempExchange {
-    fn new(kind: &str) -> Self {
-        require_broker();
-        let name = unique("cth");
-        amqp(&["declare", "exchange", &name, "--type", kind, "--transient"]).ok();
-        Self(name)
-    }
-}
-
-impl Drop for TempExchange {
-    fn drop(&mut self) {
-        let _ = amqp(&["delete", "exchange", &self.0]);
-    }
+/// A transient exchange of `kind` for one test.
+fn temp_exchange(kind: &str) -> Temp {
+    Temp::declare("exchange", "cth", &["--type", kind, "--transient"])
 }
 
 fn bodies(stdout: &str) -> BTreeSet<String> {
@@ -39,13 +26,13 @@ fn gone(queue: &str) {
 fn lib_mq_walkthrough_one_id_shares_another_gets_all() {
     // lib.mq: `--consumer --exchange CTH --id queue1` twice, `--id queue2` once, then
     // `--producer --exchange CTH`.
-    let cth = TempExchange::new("fanout");
+    let cth = temp_exchange("fanout");
     let (queue1, queue2) = (unique("queue1"), unique("queue2"));
     let consumer = |id: &str, count: &str| {
         let mut c = Background::start(&[
             "consume",
             "--exchange",
-            &cth.0,
+            &cth.name,
             "--queue",
             id,
             "--count",
@@ -62,7 +49,7 @@ fn lib_mq_walkthrough_one_id_shares_another_gets_all() {
     let sent: BTreeSet<String> = (0..10).map(|i| format!("message {i}")).collect();
     let lines: String = sent.iter().map(|m| format!("{m}\n")).collect();
     amqp_stdin(
-        &["publish", "--exchange", &cth.0, "--confirm"],
+        &["publish", "--exchange", &cth.name, "--confirm"],
         lines.as_bytes(),
     )
     .ok();
@@ -86,11 +73,11 @@ fn lib_mq_walkthrough_one_id_shares_another_gets_all() {
 
 #[test]
 fn a_server_named_queue_takes_only_its_routing_keys_and_goes_on_exit() {
-    let logs = TempExchange::new("topic");
+    let logs = temp_exchange("topic");
     let mut consumer = Background::start(&[
         "consume",
         "-e",
-        &logs.0,
+        &logs.name,
         "-k",
         "error.*",
         "-k",
@@ -104,7 +91,7 @@ fn a_server_named_queue_takes_only_its_routing_keys_and_goes_on_exit() {
     let queue = line.split('"').nth(1).expect("the queue's name").to_owned();
     assert!(queue.starts_with("amq.gen-"), "{line}");
     for key in ["info.net", "error.net", "info.disk"] {
-        amqp(&["publish", "-e", &logs.0, "-k", key, "--body", key]).ok();
+        amqp(&["publish", "-e", &logs.name, "-k", key, "--body", key]).ok();
     }
     let out = consumer.finish().ok();
     assert_eq!(out.lines(), ["error.net", "info.disk"]);
@@ -131,12 +118,12 @@ fn a_missing_exchange_is_named_and_nothing_is_left_behind() {
 
 #[test]
 fn keep_queue_leaves_a_shared_queue_and_its_binding() {
-    let cth = TempExchange::new("fanout");
+    let cth = temp_exchange("fanout");
     let queue = unique("kept");
     let mut c = Background::start(&[
         "consume",
         "-e",
-        &cth.0,
+        &cth.name,
         "-q",
         &queue,
         "--keep-queue",
@@ -146,10 +133,10 @@ fn keep_queue_leaves_a_shared_queue_and_its_binding() {
         "20",
     ]);
     c.wait_for_stderr("consuming from queue");
-    amqp(&["publish", "-e", &cth.0, "--body", "one"]).ok();
+    amqp(&["publish", "-e", &cth.name, "--body", "one"]).ok();
     assert_eq!(c.finish().ok().lines(), ["one"]);
     // Still bound: a message published now waits in it.
-    amqp(&["publish", "-e", &cth.0, "--body", "two", "--confirm"]).ok();
+    amqp(&["publish", "-e", &cth.name, "--body", "two", "--confirm"]).ok();
     let out = amqp(&["get", "-q", &queue]).ok();
     assert_eq!(out.lines(), ["two"]);
     amqp(&["delete", "queue", &queue]).ok();

@@ -142,21 +142,29 @@ pub(crate) fn amqp_with(args: &[&str], input: Option<&[u8]>, url: &str) -> Out {
         err.read_to_string(&mut s).expect("read stderr");
         s
     });
+    let status = wait_for_exit(&mut child, args);
+    Out {
+        code: status.code(),
+        stdout: reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// Waits for `child` to exit, killing it and failing the test after [`RUN_TIMEOUT`].
+fn wait_for_exit(
+    child: &mut std::process::Child,
+    args: &[impl std::fmt::Debug],
+) -> std::process::ExitStatus {
     let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            break status;
+            return status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!("amqp {args:?} ran longer than {RUN_TIMEOUT:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
-    };
-    Out {
-        code: status.code(),
-        stdout: reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
     }
 }
 
@@ -176,6 +184,28 @@ impl TempQueue {
 impl Drop for TempQueue {
     fn drop(&mut self) {
         let _ = amqp(&["delete", "queue", &self.0]);
+    }
+}
+
+/// A queue or exchange that one test declared (`amqp declare KIND NAME ARGS`), deleted on
+/// drop.
+pub(crate) struct Temp {
+    kind: &'static str,
+    pub(crate) name: String,
+}
+
+impl Temp {
+    pub(crate) fn declare(kind: &'static str, prefix: &str, args: &[&str]) -> Self {
+        require_broker();
+        let name = unique(prefix);
+        amqp(&[&["declare", kind, &name][..], args].concat()).ok();
+        Self { kind, name }
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = amqp(&["delete", self.kind, &self.name]);
     }
 }
 
@@ -255,17 +285,7 @@ impl Background {
 
     /// Waits (at most [`RUN_TIMEOUT`]) for the run to end, and returns what it left.
     pub(crate) fn finish(mut self) -> Out {
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("amqp {:?} ran longer than {RUN_TIMEOUT:?}", self.args);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = wait_for_exit(&mut self.child, &self.args);
         let mut stderr = std::mem::take(&mut self.stderr_seen);
         while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
             stderr.push(line);
