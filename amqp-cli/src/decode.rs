@@ -236,17 +236,17 @@ fn report(
     resume: Option<usize>,
 ) -> std::io::Result<()> {
     let code = error.map(DecodeError::reply_code);
-    let mut line = format!("amqp: error at byte {offset}: {what}");
+    // Written piece by piece, with no line built first: a capture of garbage can have
+    // millions of these.
+    write!(err, "amqp: error at byte {offset}: {what}")?;
     if let Some(code) = code {
-        line.push_str(&format!(" ({code})"));
+        write!(err, " ({code})")?;
     }
     if let Some(resume) = resume {
-        line.push_str(&format!(
-            "; skipped {} octets, going on at byte {resume}",
-            resume - offset
-        ));
+        let skipped = resume - offset;
+        write!(err, "; skipped {skipped} octets, going on at byte {resume}")?;
     }
-    writeln!(err, "{line}")?;
+    writeln!(err)?;
     if style.json {
         let obj = json!({
             "offset": offset,
