@@ -126,7 +126,7 @@ pub struct ConsumeArgs {
     pub exec: Option<String>,
     /// Seconds a --exec command may run; past that it is killed and its message requeued
     #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = parse_seconds,
-          requires = "exec")]
+          allow_negative_numbers = true, requires = "exec")]
     pub exec_timeout: Duration,
     /// Acknowledge nothing: hold every message printed and put them all back on exit (nack
     /// with requeue), leaving the queue as it was. At most --prefetch are held

@@ -95,9 +95,11 @@ impl Source {
                 return Err(e);
             }
         }
+        let keys: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
         eprintln!(
-            "amqp: consuming from queue {:?} bound to exchange {exchange:?} with {keys:?}",
-            source.queue
+            "amqp: consuming from queue {:?} bound to exchange {exchange:?} with routing key {}",
+            source.queue,
+            keys.join(", ")
         );
         Ok(source)
     }
