@@ -74,6 +74,20 @@ fn a_stream_is_read_from_the_offset_asked_for() {
     assert_eq!(read("3", "2"), "m3\nm4\n");
     assert_eq!(read("@0", "5"), "m0\nm1\nm2\nm3\nm4\n");
     assert_eq!(read("1970-01-01T00:00:00Z", "1"), "m0\n");
+    // An age: everything published within the hour.
+    assert_eq!(read("1h", "5"), "m0\nm1\nm2\nm3\nm4\n");
+    // `last`: the last chunk, which holds the last message.
+    let out = amqp(&[
+        "consume",
+        "-q",
+        &s.name,
+        "--offset",
+        "last",
+        "--timeout",
+        "1",
+    ])
+    .ok();
+    assert!(out.stdout.ends_with("m4\n"), "{out:?}");
     // `next`: only what is published from now on.
     let out = amqp(&[
         "consume",
@@ -221,4 +235,25 @@ fn requeue_on_exit_leaves_the_queue_as_it_was() {
     // Without the flag they are taken.
     amqp(&["consume", "-q", &q.0, "-n", "3", "--timeout", "20"]).ok();
     assert!(ready(&q.0).contains(": 0 messages"), "{}", ready(&q.0));
+}
+
+#[test]
+fn a_command_past_exec_timeout_is_killed_and_its_message_requeued() {
+    let q = TempQueue::new("exec-timeout");
+    fill(&q.0, &["stuck"]);
+    let args = [
+        "consume",
+        "-q",
+        &q.0,
+        "--exec",
+        "exec sleep 20",
+        "--exec-timeout",
+        "0.5",
+        "-n",
+        "1",
+    ];
+    let out = amqp(&args).ok();
+    assert!(out.stderr.contains("ran longer than 500ms"), "{out:?}");
+    assert!(out.stderr.contains("requeued"), "{out:?}");
+    assert!(ready(&q.0).contains(": 1 messages"), "{}", ready(&q.0));
 }

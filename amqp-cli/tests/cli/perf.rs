@@ -260,3 +260,32 @@ fn figures_every_second_as_csv_and_json_lines() {
     assert!(out.stdout.contains("  published  "), "{out:?}");
     let _ = std::fs::remove_file(file);
 }
+
+#[test]
+fn flag_mandatory_counts_what_no_queue_takes() {
+    require_broker();
+    // The default exchange and a queue that does not exist: every publish comes back.
+    let nowhere = unique("nowhere");
+    let r = report(&["-y", "0", "-k", &nowhere, "--flag", "mandatory", "-C", "5"]);
+    assert_eq!(
+        (r["published"].as_u64(), r["returned"].as_u64()),
+        (Some(5), Some(5)),
+        "{r}"
+    );
+    let r = report(&["-y", "0", "-k", &nowhere, "-C", "5"]);
+    assert_eq!(r["returned"], 0, "without the flag they are dropped: {r}");
+}
+
+#[test]
+fn csv_figures_on_standard_error() {
+    require_broker();
+    let out = amqp(&["perf", "-z", "1.2", "--progress", "csv"]).ok();
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines[0],
+        amqp_cli::perf_report::Sample::CSV_HEADER,
+        "{out:?}"
+    );
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert_eq!(lines[1].split(',').count(), 6, "{out:?}");
+}
