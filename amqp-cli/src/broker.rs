@@ -1,12 +1,17 @@
 //! Connecting to the broker named by `--url`, and naming it in errors.
 
-use amqp_client::{Channel, Connection, ConnectionConfig, ConnectionEvent};
+use amqp_client::{
+    Channel, Connection, ConnectionConfig, ConnectionEvent, ExchangeDeclareOptions, ExchangeKind,
+};
 use tokio::sync::broadcast;
 
 use crate::error::{CliError, Result};
 
 /// The default for `--url` when `AMQP_URL` is not set: what a fresh local RabbitMQ accepts.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// How long a command waits for the broker to answer its close when nothing depends on it.
+pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A connection and the `host:port` it reached, for error messages.
 #[derive(Debug)]
@@ -69,6 +74,26 @@ impl Session {
             .map_err(self.failed("open a channel"))
     }
 
+    /// Checks that `exchange` exists (a passive `exchange.declare`), so that publishing to a
+    /// missing one fails at once, naming it, rather than when the broker closes the channel.
+    /// The default exchange (`""`) always exists.
+    ///
+    /// # Errors
+    /// [`CliError::Broker`] with 404 when it does not exist.
+    pub async fn require_exchange(&self, channel: &Channel, exchange: &str) -> Result<()> {
+        if exchange.is_empty() {
+            return Ok(());
+        }
+        let options = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(exchange, ExchangeKind::Direct, options)
+            .await
+            .map_err(self.failed(format!("find exchange {exchange:?}")))
+    }
+
     /// A function that wraps a client error into [`CliError::Broker`] with what was being done.
     pub fn failed(&self, action: impl Into<String>) -> impl FnOnce(amqp_client::Error) -> CliError {
         let action = action.into();
@@ -81,9 +106,10 @@ impl Session {
     }
 
     /// Closes the connection. A failure to close cleanly changes nothing for the user (the
-    /// work is done or has already failed), so it is not reported.
+    /// work is done or has already failed), so it is not reported, and a broker that does not
+    /// answer the close is given [`CLOSE_WAIT`], not the operation timeout.
     pub async fn close(self) {
-        let _ = self.conn.close().await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.conn.close()).await;
     }
 
     /// Closes the connection and says whether everything handed to it reached the broker.

@@ -40,6 +40,14 @@ pub enum CliError {
         /// Why.
         source: std::io::Error,
     },
+    /// An output file could not be created.
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Standard output or error could not be written (a closed pipe is not reported).
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
@@ -90,6 +98,14 @@ pub enum CliError {
         flag: &'static str,
         /// Its length.
         len: usize,
+    },
+    /// `consume --exec`: the command could not be run.
+    #[error("cannot run --exec {command:?}: {source}")]
+    Exec {
+        /// The command.
+        command: String,
+        /// Why.
+        source: std::io::Error,
     },
     /// Options that do not make sense together.
     #[error("{0}")]

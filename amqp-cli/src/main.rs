@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use amqp_cli::consume::{ConsumeArgs, GetArgs};
 use amqp_cli::declare::{DeclareCommand, DeleteCommand, PurgeArgs};
 use amqp_cli::decode::DecodeArgs;
+use amqp_cli::error::say;
 use amqp_cli::perf::PerfArgs;
 use amqp_cli::publish::PublishArgs;
 use amqp_cli::rpc::RpcArgs;
-use amqp_cli::{CliError, broker, consume, declare, decode, perf, publish, rpc};
+use amqp_cli::{CliError, broker, consume, declare, decode, man, perf, publish, rpc};
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 
@@ -50,7 +51,23 @@ struct Cli {
 enum Command {
     /// Publish a message from --body or --file, or one per line of standard input
     Publish(PublishArgs),
-    /// Print messages as they are delivered, acknowledging each
+    /// Print messages from a queue, or from an exchange, as they are delivered; or run a
+    /// command for each
+    #[command(
+        after_help = "--exec CMD: the body is on CMD's standard input; AMQP_EXCHANGE, \
+                      AMQP_ROUTING_KEY, AMQP_REDELIVERED, AMQP_DELIVERY_TAG, AMQP_BODY_SIZE, \
+                      AMQP_HEADERS (JSON) and one AMQP_<PROPERTY> per property the message has \
+                      (AMQP_CONTENT_TYPE, AMQP_CORRELATION_ID, ...) are in its environment. \
+                      Exit status 0 acknowledges the message, 75 (EX_TEMPFAIL) requeues it, \
+                      any other rejects it (dead-lettered when the queue says so); a command \
+                      killed by a signal, past --exec-timeout, or running at Ctrl-C has its \
+                      message requeued.\n\n\
+                      Examples:\n  \
+                      amqp consume -q jobs --count 1 --json\n  \
+                      amqp consume --exchange CTH --queue queue1     # shared: turns\n  \
+                      amqp consume -e logs -k 'error.*' --exec 'mail -s alert ops'\n  \
+                      amqp consume -q events --offset first --arg x-priority:int=5"
+    )]
     Consume(ConsumeArgs),
     /// Take messages from a queue one at a time (basic.get)
     Get(GetArgs),
@@ -79,13 +96,26 @@ enum Command {
                       afterwards. A progress line goes to standard error every second; the \
                       report gives publish, confirm and consume rates and latency percentiles \
                       in microseconds, publish to consume (from a timestamp in each body) and \
-                      publish to confirm, from HDR histograms."
+                      publish to confirm, from HDR histograms.\n\n\
+                      PerfTest's flags mean the same here: -x -y -X -Y -s -c -q/--qos \
+                      -A/--multi-ack-every -a -r -z/--time -C/--pmessages -u -e -k \
+                      -f/--flag persistent -B/--body -T --json-body --variable-rate \
+                      --variable-size --queue-pattern[-from|-to] -o/--output-file.\n\n\
+                      Example: amqp perf -x 2 -y 2 --time 30 --variable-rate 1000:10 \
+                      --variable-rate 5000:10 --progress csv"
     )]
     Perf(PerfArgs),
     /// Print a shell completion script: amqp completions bash > /etc/bash_completion.d/amqp
     Completions {
         /// The shell
         shell: Shell,
+    },
+    /// Write the man pages (amqp.1, amqp-consume.1, ...) into DIR: sudo amqp man
+    /// /usr/local/share/man/man1
+    Man {
+        /// The directory to write them to (created if missing)
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
     },
 }
 
@@ -115,6 +145,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "amqp", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => {
+            for page in man::write_pages(Cli::command(), &dir)? {
+                say(page.display())?;
+            }
             Ok(())
         }
         Command::Publish(args) => runtime()?.block_on(publish::run(&url, args)),

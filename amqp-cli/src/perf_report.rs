@@ -58,6 +58,8 @@ pub struct Stats {
     pub returned: AtomicU64,
     /// Messages consumed.
     pub consumed: AtomicU64,
+    /// Body octets handed to the connection.
+    pub published_bytes: AtomicU64,
     /// Publish to consume, from the timestamp in each body.
     pub end_to_end: Mutex<Latency>,
     /// Publish to confirm.
@@ -88,33 +90,48 @@ impl Stats {
     }
 }
 
-/// Builds the once-a-second progress line from the counters' growth.
+/// Builds the once-a-second figures from the counters' growth.
 #[derive(Debug, Default)]
 pub struct Progress {
     last: [u64; 3],
+}
+
+/// One second's figures: rates over the interval, and its publish-to-consume latency.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Sample {
+    /// Seconds since the start.
+    pub time_s: f64,
+    /// Published per second.
+    pub published_per_s: f64,
+    /// Confirmed per second.
+    pub confirmed_per_s: f64,
+    /// Consumed per second.
+    pub consumed_per_s: f64,
+    /// Median latency in the interval, µs.
+    pub latency_p50_us: Option<u64>,
+    /// 99th percentile latency in the interval, µs.
+    pub latency_p99_us: Option<u64>,
 }
 
 impl Progress {
     /// The line for the interval that just ended (`elapsed` since the start, `interval`
     /// since the last line); resets the interval histogram.
     pub fn line(&mut self, stats: &Stats, elapsed: Duration, interval: Duration) -> String {
+        self.sample(stats, elapsed, interval).text()
+    }
+
+    /// The figures of the interval that just ended; resets the interval histograms.
+    pub fn sample(&mut self, stats: &Stats, elapsed: Duration, interval: Duration) -> Sample {
         let now = stats.counts();
         let secs = interval.as_secs_f64().max(1e-3);
-        let rate = |i: usize| (now[i].saturating_sub(self.last[i])) as f64 / secs;
-        let mut line = format!(
-            "{:>5.1} s  sent {:>8.0} msg/s  confirmed {:>8.0} msg/s  received {:>8.0} msg/s",
-            elapsed.as_secs_f64(),
-            rate(0),
-            rate(1),
-            rate(2),
-        );
+        let last = self.last;
+        let rate = |i: usize| ((now[i].saturating_sub(last[i])) as f64 / secs).round();
+        let mut latency = (None, None);
         if let Ok(mut l) = stats.end_to_end.lock() {
             if !l.interval.is_empty() {
-                let _ = write!(
-                    line,
-                    "  latency p50 {} p99 {} µs",
-                    l.interval.value_at_quantile(0.5),
-                    l.interval.value_at_quantile(0.99)
+                latency = (
+                    Some(l.interval.value_at_quantile(0.5)),
+                    Some(l.interval.value_at_quantile(0.99)),
                 );
             }
             l.interval.reset();
@@ -123,7 +140,51 @@ impl Progress {
             l.interval.reset();
         }
         self.last = now;
+        Sample {
+            time_s: (elapsed.as_secs_f64() * 10.0).round() / 10.0,
+            published_per_s: rate(0),
+            confirmed_per_s: rate(1),
+            consumed_per_s: rate(2),
+            latency_p50_us: latency.0,
+            latency_p99_us: latency.1,
+        }
+    }
+}
+
+impl Sample {
+    /// The CSV header line that names [`Sample::csv`]'s columns.
+    pub const CSV_HEADER: &'static str =
+        "time_s,published_per_s,confirmed_per_s,consumed_per_s,latency_p50_us,latency_p99_us";
+
+    /// The line for people.
+    pub fn text(&self) -> String {
+        let mut line = format!(
+            "{:>5.1} s  sent {:>8.0} msg/s  confirmed {:>8.0} msg/s  received {:>8.0} msg/s",
+            self.time_s, self.published_per_s, self.confirmed_per_s, self.consumed_per_s,
+        );
+        if let (Some(p50), Some(p99)) = (self.latency_p50_us, self.latency_p99_us) {
+            let _ = write!(line, "  latency p50 {p50} p99 {p99} µs");
+        }
         line
+    }
+
+    /// One CSV row (an empty field for a latency the interval has none of).
+    pub fn csv(&self) -> String {
+        let opt = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
+        format!(
+            "{:.1},{},{},{},{},{}",
+            self.time_s,
+            self.published_per_s,
+            self.confirmed_per_s,
+            self.consumed_per_s,
+            opt(self.latency_p50_us),
+            opt(self.latency_p99_us)
+        )
+    }
+
+    /// One JSON object.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
@@ -302,7 +363,7 @@ impl Report {
             publish_rate: per_s(published),
             confirm_rate: per_s(load(&stats.confirmed)),
             consume_rate: per_s(load(&stats.consumed)),
-            publish_bytes_per_s: per_s(published.saturating_mul(setup.message_size as u64)),
+            publish_bytes_per_s: per_s(load(&stats.published_bytes)),
             latency_us: Percentiles::of(&stats.end_to_end),
             confirm_latency_us: Percentiles::of(&stats.confirm),
             setup,
@@ -398,7 +459,21 @@ mod tests {
         stats.published.store(500, Ordering::Relaxed);
         let line = progress.line(&stats, Duration::from_secs(1), Duration::from_millis(500));
         assert!(line.contains("sent     1000 msg/s"), "{line}");
-        let line = progress.line(&stats, Duration::from_secs(2), Duration::from_secs(1));
-        assert!(line.contains("sent        0 msg/s"), "{line}");
+        stats.record_end_to_end(Duration::from_micros(40));
+        let sample = progress.sample(&stats, Duration::from_secs(2), Duration::from_secs(1));
+        assert!(
+            sample.text().contains("sent        0 msg/s"),
+            "{}",
+            sample.text()
+        );
+        assert_eq!(sample.csv(), "2.0,0,0,0,40,40");
+        assert_eq!(
+            Sample::CSV_HEADER.split(',').count(),
+            sample.csv().split(',').count()
+        );
+        let json: serde_json::Value = serde_json::from_str(&sample.json()).unwrap();
+        assert_eq!(json["latency_p99_us"], 40);
+        let quiet = progress.sample(&stats, Duration::from_secs(3), Duration::from_secs(1));
+        assert_eq!(quiet.csv(), "3.0,0,0,0,,");
     }
 }

@@ -220,6 +220,7 @@ async fn publish_all(
     single: Option<Bytes>,
 ) -> Result<Tally> {
     let channel = session.channel().await?;
+    session.require_exchange(&channel, &args.exchange).await?;
     if args.confirm {
         channel
             .confirm_select()

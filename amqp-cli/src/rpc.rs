@@ -23,6 +23,7 @@ use futures_util::StreamExt;
 
 use crate::broker::Session;
 use crate::consume::OutputArgs;
+use crate::duration::parse_seconds;
 use crate::error::{CliError, Result, explain, meaning};
 use crate::json::Envelope;
 use crate::publish::PropertyArgs;
@@ -43,8 +44,9 @@ pub struct RpcArgs {
     #[arg(short, long, value_name = "TEXT")]
     pub body: String,
     /// Seconds to wait for the reply
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-    pub timeout: f64,
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = parse_seconds,
+          allow_negative_numbers = true)]
+    pub timeout: Duration,
     #[command(flatten)]
     #[allow(missing_docs)] // clap's flatten: the fields carry the docs
     pub output: OutputArgs,
@@ -125,7 +127,7 @@ async fn call(
         .await
         .map_err(session.failed(format!("publish to {request}")))?;
     // --timeout bounds the whole call: the broker's confirm of the request, then the reply.
-    let after = Duration::from_secs_f64(args.timeout.max(0.0));
+    let after = args.timeout;
     let started = tokio::time::Instant::now();
     match tokio::time::timeout(after, request_taken(session, publish, &request)).await {
         Ok(taken) => taken?,

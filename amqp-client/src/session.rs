@@ -93,6 +93,9 @@ pub(crate) struct Session {
     blocked_limit: Option<Duration>,
     /// Commands applied since the last `select!`.
     batch: usize,
+    /// The application asked to close. Its `Close` command comes through the queue, after
+    /// what it sent before; only while the queue cannot move does the session close at once.
+    close_pending: bool,
 }
 
 impl Session {
@@ -116,6 +119,7 @@ impl Session {
             operation_timeout: config.operation_timeout,
             blocked_limit: config.blocked_timeout,
             batch: 0,
+            close_pending: false,
         }
     }
 
@@ -131,12 +135,15 @@ impl Session {
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         let mut close = router.conn.close_requested.subscribe();
-        if *close.borrow_and_update() {
-            router.close_requested(&mut self.engine);
-        }
+        self.close_pending = *close.borrow_and_update();
         loop {
             self.drive_events(router);
             let Some(turn) = self.turn(router) else { break };
+            if self.close_pending && !turn.take_commands {
+                self.close_pending = false;
+                router.close_requested(&mut self.engine);
+                continue;
+            }
             if turn.take_commands && self.batch < COMMAND_BATCH {
                 if let Ok(command) = commands.try_recv() {
                     self.batch += 1;
@@ -315,7 +322,7 @@ impl Session {
             }
             Wake::Timer => self.drive_timer(router),
             Wake::Room(permit) => router.unpark(permit, &mut self.engine),
-            Wake::CloseRequested => router.close_requested(&mut self.engine),
+            Wake::CloseRequested => self.close_pending = true,
         }
     }
 

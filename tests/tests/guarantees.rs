@@ -260,3 +260,36 @@ async fn returns_nobody_listens_to_are_counted() {
     ch.qos(0, false).await.expect("qos");
     assert_eq!(conn.unhandled_returns(), before + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_sends_everything_published_before_it() {
+    let queue = unique("close-order");
+    let options = amqp_client::QueueDeclareOptions {
+        durable: true,
+        arguments: [("x-expires", 60_000i32)].into_iter().collect(),
+        ..Default::default()
+    };
+    let conn = connect().await;
+    let ch = conn.open_channel().await.expect("channel");
+    ch.queue_declare(&queue, options).await.expect("queue");
+    for _ in 0..1000 {
+        let _not_confirmed = ch
+            .publish(
+                "",
+                &queue,
+                PublishOptions::default(),
+                BasicProperties::default(),
+                "m",
+            )
+            .await
+            .expect("publish");
+    }
+    // Right away: the close must not overtake the publishes still queued before it.
+    conn.close().await.expect("close");
+    let check = connect().await;
+    let ch = check.open_channel().await.expect("channel");
+    wait_for_count(&ch, &queue, 1000).await;
+    ch.queue_delete(&queue, QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}

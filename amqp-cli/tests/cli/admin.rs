@@ -140,6 +140,63 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn absurd_durations_are_usage_errors_not_panics() {
+    // Refused while parsing, before any connection: no broker is needed.
+    let cases: &[&[&str]] = &[
+        &["consume", "-q", "x", "--timeout", "inf"],
+        &["consume", "-q", "x", "--timeout", "1e19"],
+        &["consume", "-q", "x", "--timeout", "NaN"],
+        &["consume", "-q", "x", "--timeout", "-1"],
+        &[
+            "consume",
+            "-q",
+            "x",
+            "--exec",
+            "true",
+            "--exec-timeout",
+            "-1",
+        ],
+        &[
+            "consume",
+            "-q",
+            "x",
+            "--exec",
+            "true",
+            "--exec-timeout",
+            "inf",
+        ],
+        &["perf", "--variable-rate", "100:1e19"],
+        &["rpc", "-k", "x", "--body", "x", "--timeout", "inf"],
+        &["rpc", "-k", "x", "--body", "x", "--timeout", "1e19"],
+        &["perf", "--duration", "-1"],
+        &["perf", "--duration", "0"],
+        &["perf", "--duration", "inf"],
+        &["perf", "-z", "1e19"],
+        &["perf", "--rate", "-5"],
+        &["perf", "--rate", "inf"],
+    ];
+    for args in cases {
+        let out = amqp_with(args, None, "amqp://guest:guest@127.0.0.1:1/%2f");
+        assert_eq!(out.code, Some(2), "{args:?}: {out:?}");
+        assert!(!out.stderr.contains("panicked"), "{args:?}: {out:?}");
+        assert!(out.stderr.contains("invalid value"), "{args:?}: {out:?}");
+        assert!(
+            out.stderr.contains(": expected"),
+            "says what is accepted: {args:?}: {out:?}"
+        );
+    }
+    let out = amqp_with(
+        &["consume", "-q", "x", "--timeout", "1e19"],
+        None,
+        "amqp://guest:guest@127.0.0.1:1/%2f",
+    );
+    assert!(
+        out.stderr.contains("expected seconds from 0 to 31536000"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn help_and_completions() {
     let help = amqp(&["--help"]).ok();
     for word in [
@@ -149,4 +206,47 @@ fn help_and_completions() {
     }
     let bash = amqp(&["completions", "bash"]).ok();
     assert!(bash.stdout.contains("_amqp()"), "{}", &bash.stdout[..200]);
+}
+
+#[test]
+fn man_pages_say_what_help_says() {
+    let dir = std::env::temp_dir().join(unique("man"));
+    let out = amqp(&["man", dir.to_str().unwrap()]).ok();
+    let written: Vec<&str> = out.stdout.lines().collect();
+    for page in [
+        "amqp.1",
+        "amqp-consume.1",
+        "amqp-perf.1",
+        "amqp-declare-queue.1",
+    ] {
+        let path = dir.join(page);
+        assert!(written.contains(&path.to_str().unwrap()), "{page}: {out:?}");
+        let roff = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            roff.starts_with(".ie \\n(.g .ds Aq") || roff.contains(".TH"),
+            "{page}"
+        );
+    }
+    // The same definitions: each consume flag in --help has its entry in the page.
+    let help = amqp(&["consume", "--help"]).ok().stdout;
+    let page = std::fs::read_to_string(dir.join("amqp-consume.1")).unwrap();
+    for flag in [
+        "exchange",
+        "routing-key",
+        "offset",
+        "exec",
+        "requeue-on-exit",
+        "arg",
+    ] {
+        assert!(help.contains(&format!("--{flag}")), "{flag}");
+        let roff = format!("--{flag}").replace('-', "\\-");
+        assert!(page.contains(&roff), "{flag} in the page");
+    }
+    assert!(page.contains("EX_TEMPFAIL") && help.contains("EX_TEMPFAIL"));
+    let perf = std::fs::read_to_string(dir.join("amqp-perf.1")).unwrap();
+    assert!(
+        perf.contains("\\-\\-pmessages") && perf.contains("\\-\\-multi\\-ack\\-every"),
+        "{perf}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

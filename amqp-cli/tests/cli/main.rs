@@ -2,7 +2,9 @@
 //! (`CARGO_BIN_EXE_amqp`) and checks its output and exit status.
 
 mod admin;
+mod consume_flags;
 mod decode;
+mod exchange;
 mod hostile;
 mod messages;
 mod perf;

@@ -145,21 +145,29 @@ pub(crate) fn amqp_with(args: &[&str], input: Option<&[u8]>, url: &str) -> Out {
         err.read_to_string(&mut s).expect("read stderr");
         s
     });
+    let status = wait_for_exit(&mut child, args);
+    Out {
+        code: status.code(),
+        stdout: reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// Waits for `child` to exit, killing it and failing the test after [`RUN_TIMEOUT`].
+fn wait_for_exit(
+    child: &mut std::process::Child,
+    args: &[impl std::fmt::Debug],
+) -> std::process::ExitStatus {
     let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            break status;
+            return status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!("amqp {args:?} ran longer than {RUN_TIMEOUT:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
-    };
-    Out {
-        code: status.code(),
-        stdout: reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
     }
 }
 
@@ -179,5 +187,127 @@ impl TempQueue {
 impl Drop for TempQueue {
     fn drop(&mut self) {
         let _ = amqp(&["delete", "queue", &self.0]);
+    }
+}
+
+/// A queue or exchange that one test declared (`amqp declare KIND NAME ARGS`), deleted on
+/// drop.
+pub(crate) struct Temp {
+    kind: &'static str,
+    pub(crate) name: String,
+}
+
+impl Temp {
+    pub(crate) fn declare(kind: &'static str, prefix: &str, args: &[&str]) -> Self {
+        require_broker();
+        let name = unique(prefix);
+        amqp(&[&["declare", kind, &name][..], args].concat()).ok();
+        Self { kind, name }
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = amqp(&["delete", self.kind, &self.name]);
+    }
+}
+
+/// The binary running in the background, its standard error read line by line as it comes.
+pub(crate) struct Background {
+    child: std::process::Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    args: Vec<String>,
+}
+
+impl Background {
+    /// Starts `amqp ARGS` with `AMQP_URL` set.
+    pub(crate) fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_amqp"))
+            .args(args)
+            .env("AMQP_URL", amqp_url())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the amqp binary");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            out.read_to_string(&mut s).expect("read stdout");
+            s
+        });
+        let err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (tx, stderr) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(err).map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stderr,
+            stderr_seen: Vec::new(),
+            stdout: Some(stdout),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    /// Waits (at most [`RUN_TIMEOUT`]) for a line of standard error containing `text`.
+    #[track_caller]
+    pub(crate) fn wait_for_stderr(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr_seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "amqp {:?}: no {text:?} on stderr ({e}); saw {:?}",
+                    self.args, self.stderr_seen
+                ),
+            }
+        }
+    }
+
+    /// Sends SIGINT, as Ctrl-C would.
+    pub(crate) fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits (at most [`RUN_TIMEOUT`]) for the run to end, and returns what it left.
+    pub(crate) fn finish(mut self) -> Out {
+        let status = wait_for_exit(&mut self.child, &self.args);
+        let mut stderr = std::mem::take(&mut self.stderr_seen);
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            stderr.push(line);
+        }
+        Out {
+            code: status.code(),
+            stdout: self
+                .stdout
+                .take()
+                .map(|h| h.join().unwrap())
+                .unwrap_or_default(),
+            stderr: stderr.join("\n"),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
