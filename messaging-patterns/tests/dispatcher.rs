@@ -88,10 +88,13 @@ async fn declared(conn: &Connection, queue: &str) {
 async fn delete(conn: &Connection, queues: &[&str], exchanges: &[&str]) {
     let channel = conn.open_channel().await.unwrap();
     for queue in queues {
-        channel
-            .queue_delete(queue, Default::default())
-            .await
-            .unwrap();
+        // With the dead-letter queue the dispatcher declared for its consumer.
+        for name in [queue.to_string(), format!("{queue}.dead")] {
+            channel
+                .queue_delete(&name, Default::default())
+                .await
+                .unwrap();
+        }
     }
     for exchange in exchanges {
         channel.exchange_delete(exchange, false).await.unwrap();
@@ -196,7 +199,15 @@ impl Handler for Fragile {
         if body == "fail" && !self.failed.swap(true, Ordering::SeqCst) {
             return Err(HandlerError("failed".into()));
         }
-        self.seen.lock().unwrap().push((body, message.redelivered));
+        // A failed message comes back as a copy that counts its failures.
+        let retried = message
+            .properties
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("x-retry-count"))
+            .and_then(amqp_client::FieldValue::as_i64)
+            == Some(1);
+        self.seen.lock().unwrap().push((body, retried));
         Ok(())
     }
 
