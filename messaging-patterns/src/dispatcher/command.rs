@@ -140,6 +140,11 @@ impl CommandHandler {
 
     async fn handle(&self, message: Message, handle: &MessageHandle) -> Result<(), Failure> {
         let stdout = self.run(&message).await?;
+        if self.consumer.rpc && !is_envelope(&stdout) {
+            return Err(Failure::Handler(
+                "output is not the JSON envelope {\"success\", \"data\", \"message\"}".to_owned(),
+            ));
+        }
         if let Some(reply_to) = reply_to(&message.properties) {
             if self.consumer.reply_allowed(reply_to) {
                 let props = BasicProperties {
@@ -170,6 +175,21 @@ impl DynHandler for CommandHandler {
     fn shutdown(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+}
+
+/// True for `{"success": bool, "data": {...}, "message": string or null}`.
+fn is_envelope(output: &[u8]) -> bool {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(output) else {
+        return false;
+    };
+    map.len() == 3
+        && map
+            .get("success")
+            .is_some_and(serde_json::Value::is_boolean)
+        && map.get("data").is_some_and(serde_json::Value::is_object)
+        && map
+            .get("message")
+            .is_some_and(|m| m.is_string() || m.is_null())
 }
 
 /// The environment a command sees for a message.
@@ -240,6 +260,15 @@ fn header_variable(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn envelopes() {
+        assert!(is_envelope(br#"{"success":true,"data":{},"message":null}"#));
+        assert!(!is_envelope(
+            br#"{"success":true,"data":null,"message":null}"#
+        ));
+        assert!(!is_envelope(b"plain text"));
+    }
 
     #[test]
     fn properties_and_headers_become_variables() {
