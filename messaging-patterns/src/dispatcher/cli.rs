@@ -17,6 +17,8 @@ Environment:
   RABBITMQ_URL        the same, as the original amqp-dispatcher reads it (AMQP_URL wins)
   AMQP_HEARTBEAT      heartbeat in seconds (wins over RABBITMQ_HEARTBEAT)
   RABBITMQ_HEARTBEAT  overrides the URL's heartbeat, as in the original
+  AMQP_DISPATCHER_CONFIG  the file, when --config is not given
+  AMQP_DISPATCHER_LOG_FORMAT  text or json, when --log-format is not given
   RUST_LOG            log filter (default info)
 Handler processes see only PATH, HOME, LANG, PYTHONPATH and the file's env: entries.
 
@@ -29,7 +31,12 @@ dispatcher failed, 2 for a bad command line or configuration.";
 #[command(name = "amqp-dispatcher", version, after_help = ENVIRONMENT)]
 struct Cli {
     /// The YAML file (ours, or the original amqp-dispatcher's).
-    #[arg(long, value_name = "FILE", default_value = "config.yml")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "config.yml",
+        env = "AMQP_DISPATCHER_CONFIG"
+    )]
     config: PathBuf,
     /// Check the file, the commands and the Python classes, then exit.
     #[arg(long)]
