@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use amqp_client::{BasicProperties, FieldTable, PublishOptions};
 use bytes::Bytes;
-use common::dispatch::{confirming, declared, delete, publish, start, stop};
+use common::dispatch::{confirming, declared, delete, publish, sigterm, start, stop};
 use common::{connect, depth, prefix, url, within};
 use messaging_patterns::codec::Raw;
 use messaging_patterns::dispatcher::{Handler, HandlerError, Message, MessageHandle, Registry};
@@ -559,12 +559,7 @@ async fn the_binary_validates_and_stops_gracefully_on_sigterm() {
         }
     })
     .await;
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(&child);
     let status = within(20, "the dispatcher to exit", child.wait())
         .await
         .unwrap();

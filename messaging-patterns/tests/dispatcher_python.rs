@@ -11,45 +11,11 @@ use amqp_client::{
     BasicProperties, Channel, Connection, ExchangeKind, FieldValue, PublishOptions,
     QueueDeclareOptions,
 };
+use common::dispatch::sigterm;
 use common::{connect, depth, url, within};
 
 /// The 0.11 README's startup, queue and worker examples, joined as one file, untouched.
-const README: &str = "startup_handler: amqpdispatcher.example_startup:startup
-
-queues:
-  - queue: notify_mat_job
-    durable: true
-    auto_delete: false
-    passive: true
-    exclusive: false
-    x_dead_letter_exchange: null
-    x_dead_letter_routing_key: null
-    x_max_length: null
-    x_expires: null
-    x_message_ttl: null
-    bindings:
-      - exchange: notify
-        routing_key: transaction.*
-      - exchange: notify
-        routing_key: click.*
-
-  - queue: notify_apsalar_job
-    bindings:
-      - exchange: notify
-        routing_key: transaction.*
-      - exchange: notify
-        routing_key: click.*
-
-consumers:
-  - consumer: workers.module:Consumer
-    consumer_count: 1
-    queue: test_queue
-    prefetch_count: 2
-  - consumer: workers.module_2:Consumer
-    consumer_count: 2
-    queue: test_queue_2
-    prefetch_count: 10
-";
+const README: &str = include_str!("fixtures/original-readme.yml");
 
 const STARTUP: &str = r#"
 import os
@@ -227,6 +193,19 @@ async fn the_original_readme_config_runs_python_consumers_and_stops_on_sigterm()
         String::from_utf8_lossy(&validate.stderr)
     );
     assert!(said.contains("ok (2 consumers)"), "{said}");
+    let broken = README.replace("workers.module_2:Consumer", "workers.missing:Consumer");
+    std::fs::write(dir.join("broken.yml"), broken).unwrap();
+    let refused = dispatcher(&dir, &["--validate", "--config", "broken.yml"])
+        .output()
+        .await
+        .unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{why}");
+    assert!(
+        why.contains("[workers.missing:Consumer]")
+            && why.contains("No module named 'workers.missing'"),
+        "{why}"
+    );
 
     let mut child = dispatcher(&dir, &["--config", "amqp-dispatcher-config.yml"])
         .spawn()
@@ -297,14 +276,7 @@ async fn the_original_readme_config_runs_python_consumers_and_stops_on_sigterm()
         consumed(&lines(&module_2_log)).len() >= 5
     })
     .await;
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     let status = within(30, "the dispatcher to exit", child.wait())
         .await
         .unwrap();

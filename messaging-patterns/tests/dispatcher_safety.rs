@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use amqp_client::{BasicProperties, FieldTable, FieldValue, PublishOptions, ShortStr};
 use bytes::Bytes;
-use common::dispatch::{confirming, declared, delete, get_within, publish, start, stop};
+use common::dispatch::{confirming, declared, delete, get_within, publish, sigterm, start, stop};
 use common::{connect, depth, prefix, url, within};
 use messaging_patterns::dispatcher::{Handler, HandlerError, Message, MessageHandle, Registry};
 
@@ -423,14 +423,7 @@ async fn readyz_follows_the_consumers_and_logs_can_be_json() {
     };
     channel.queue_declare(&queue, options).await.unwrap();
     probe_until(port, "/readyz", "HTTP/1.1 200").await;
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     let out = within(20, "the dispatcher to exit", child.wait_with_output())
         .await
         .unwrap();

@@ -110,3 +110,13 @@ pub async fn get_within(channel: &Channel, queue: &str, secs: u64) -> amqp_clien
     })
     .await
 }
+
+/// Sends SIGTERM to a child process (a dispatcher binary under test).
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("the child is running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -TERM {pid}");
+}

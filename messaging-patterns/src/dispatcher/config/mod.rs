@@ -316,43 +316,7 @@ consumers:
 
     /// The original amqp-dispatcher 0.11 README's examples, verbatim (its queue, worker and
     /// startup sections, joined as one file).
-    pub(crate) const ORIGINAL_README: &str =
-        "startup_handler: amqpdispatcher.example_startup:startup
-
-queues:
-  - queue: notify_mat_job
-    durable: true
-    auto_delete: false
-    passive: true
-    exclusive: false
-    x_dead_letter_exchange: null
-    x_dead_letter_routing_key: null
-    x_max_length: null
-    x_expires: null
-    x_message_ttl: null
-    bindings:
-      - exchange: notify
-        routing_key: transaction.*
-      - exchange: notify
-        routing_key: click.*
-
-  - queue: notify_apsalar_job
-    bindings:
-      - exchange: notify
-        routing_key: transaction.*
-      - exchange: notify
-        routing_key: click.*
-
-consumers:
-  - consumer: workers.module:Consumer
-    consumer_count: 1
-    queue: test_queue
-    prefetch_count: 2
-  - consumer: workers.module_2:Consumer
-    consumer_count: 2
-    queue: test_queue_2
-    prefetch_count: 10
-";
+    const ORIGINAL_README: &str = include_str!("../../../tests/fixtures/original-readme.yml");
 
     #[test]
     fn the_original_daemons_file_is_read_with_its_defaults() {
