@@ -23,12 +23,15 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqp_client::{BasicProperties, FieldValue, ShortStr};
+use amqp_client::{BasicProperties, FieldValue};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::config::ConsumerConfig;
-use super::handler::{BoxFuture, DynHandler, Failure, Message, MessageHandle, reply_to};
+use super::handler::{
+    BoxFuture, DynHandler, Failure, Message, MessageHandle, number_properties, reply_to,
+    string_properties,
+};
 use super::process;
 
 /// Runs a command per message (see the module docs).
@@ -203,31 +206,14 @@ fn environment(message: &Message) -> Vec<(String, String)> {
             message.redelivered.to_string(),
         ),
     ];
-    let strings: [(&str, &Option<ShortStr>); 10] = [
-        ("AMQP_CONTENT_TYPE", &p.content_type),
-        ("AMQP_CONTENT_ENCODING", &p.content_encoding),
-        ("AMQP_CORRELATION_ID", &p.correlation_id),
-        ("AMQP_REPLY_TO", &p.reply_to),
-        ("AMQP_EXPIRATION", &p.expiration),
-        ("AMQP_MESSAGE_ID", &p.message_id),
-        ("AMQP_TYPE", &p.kind),
-        ("AMQP_USER_ID", &p.user_id),
-        ("AMQP_APP_ID", &p.app_id),
-        ("AMQP_CLUSTER_ID", &p.cluster_id),
-    ];
-    for (name, value) in strings {
-        if let Some(text) = value.as_ref().and_then(|v| v.to_str().ok()) {
-            env.push((name.to_owned(), text.to_owned()));
+    for (name, value) in string_properties(p) {
+        if let Some(text) = value.and_then(|v| v.to_str().ok()) {
+            env.push((format!("AMQP_{}", name.to_uppercase()), text.to_owned()));
         }
     }
-    let numbers = [
-        ("AMQP_DELIVERY_MODE", p.delivery_mode.map(u64::from)),
-        ("AMQP_PRIORITY", p.priority.map(u64::from)),
-        ("AMQP_TIMESTAMP", p.timestamp),
-    ];
-    for (name, value) in numbers {
+    for (name, value) in number_properties(p) {
         if let Some(n) = value {
-            env.push((name.to_owned(), n.to_string()));
+            env.push((format!("AMQP_{}", name.to_uppercase()), n.to_string()));
         }
     }
     for (name, value) in p.headers.iter().flat_map(|h| h.iter()) {
@@ -260,6 +246,7 @@ fn header_variable(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use amqp_client::ShortStr;
 
     #[test]
     fn envelopes() {

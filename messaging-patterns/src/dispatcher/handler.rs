@@ -168,6 +168,31 @@ impl MessageHandle {
     }
 }
 
+/// The string properties by their pika names (`content_type`, ..., `type`, ...), set or not.
+pub(crate) fn string_properties(p: &BasicProperties) -> [(&'static str, Option<&ShortStr>); 10] {
+    [
+        ("content_type", p.content_type.as_ref()),
+        ("content_encoding", p.content_encoding.as_ref()),
+        ("correlation_id", p.correlation_id.as_ref()),
+        ("reply_to", p.reply_to.as_ref()),
+        ("expiration", p.expiration.as_ref()),
+        ("message_id", p.message_id.as_ref()),
+        ("type", p.kind.as_ref()),
+        ("user_id", p.user_id.as_ref()),
+        ("app_id", p.app_id.as_ref()),
+        ("cluster_id", p.cluster_id.as_ref()),
+    ]
+}
+
+/// The numeric properties by their pika names, set or not.
+pub(crate) fn number_properties(p: &BasicProperties) -> [(&'static str, Option<u64>); 3] {
+    [
+        ("delivery_mode", p.delivery_mode.map(u64::from)),
+        ("priority", p.priority.map(u64::from)),
+        ("timestamp", p.timestamp),
+    ]
+}
+
 /// The `reply_to` of a message, when it has a usable one.
 pub(crate) fn reply_to(properties: &BasicProperties) -> Option<&str> {
     properties

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use amqp_client::{Channel, Connection, Consumer, Delivery};
+use amqp_client::{BasicProperties, Channel, Connection, Consumer, Delivery};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
@@ -137,11 +137,15 @@ impl Router {
     }
 
     async fn route(&mut self, delivery: Delivery) {
-        let key = self
-            .config
-            .exclusivity_key
-            .as_ref()
-            .and_then(|k| key_of(k, &delivery));
+        let key = self.config.exclusivity_key.as_ref().and_then(|k| {
+            key_of(
+                k,
+                &delivery.exchange.to_string(),
+                &delivery.routing_key.to_string(),
+                &delivery.properties,
+                &delivery.body,
+            )
+        });
         if let Some(key) = &key {
             if let Some(parked) = self.busy.get_mut(key) {
                 parked.push_back(delivery);
@@ -184,24 +188,22 @@ impl Router {
     }
 }
 
-/// A delivery's exclusivity key, if it has one.
-fn key_of(key: &ExclusivityKey, delivery: &Delivery) -> Option<String> {
+/// A message's exclusivity key, if it has one.
+fn key_of(
+    key: &ExclusivityKey,
+    exchange: &str,
+    routing_key: &str,
+    properties: &BasicProperties,
+    body: &[u8],
+) -> Option<String> {
     let value = match &key.source {
-        KeySource::Header(name) => header_str(&delivery.properties, name)
-            .map(str::to_owned)
-            .or_else(|| {
-                let value = delivery.properties.headers.as_ref()?.get(name)?;
-                value.as_i64().map(|n| n.to_string())
-            }),
-        KeySource::RoutingKeyPart(index) => delivery
-            .routing_key
-            .to_str()
-            .ok()?
-            .split('.')
-            .nth(*index)
-            .map(str::to_owned),
+        KeySource::Header(name) => header_str(properties, name).map(str::to_owned).or_else(|| {
+            let value = properties.headers.as_ref()?.get(name)?;
+            value.as_i64().map(|n| n.to_string())
+        }),
+        KeySource::RoutingKeyPart(index) => routing_key.split('.').nth(*index).map(str::to_owned),
         KeySource::JsonField(field) => {
-            let body: serde_json::Value = serde_json::from_slice(&delivery.body).ok()?;
+            let body: serde_json::Value = serde_json::from_slice(body).ok()?;
             match body.get(field)? {
                 serde_json::Value::String(s) => Some(s.clone()),
                 serde_json::Value::Number(n) => Some(n.to_string()),
@@ -210,7 +212,7 @@ fn key_of(key: &ExclusivityKey, delivery: &Delivery) -> Option<String> {
         }
     }?;
     if key.per_exchange {
-        Some(format!("{}\u{0}{value}", delivery.exchange))
+        Some(format!("{exchange}\u{0}{value}"))
     } else {
         Some(value)
     }
@@ -219,5 +221,53 @@ fn key_of(key: &ExclusivityKey, delivery: &Delivery) -> Option<String> {
 pub(crate) fn log_settle(result: amqp_client::Result<()>) {
     if let Err(e) = result {
         tracing::debug!(error = %e, "could not requeue a message; the broker requeues it when the channel closes");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatcher::Config;
+
+    fn key(yaml: &str) -> ExclusivityKey {
+        let file =
+            format!("consumers:\n  - {{ command: [x], queue: q, exclusivity_key: {yaml} }}\n");
+        let config = Config::parse(&file, []).unwrap();
+        config.consumers[0].exclusivity_key.clone().unwrap()
+    }
+
+    #[test]
+    fn keys_from_a_json_field_per_consumer_or_per_exchange() {
+        let props = BasicProperties::default();
+        let body = br#"{"domain": "example.com", "id": 7, "nested": {}}"#;
+        let per_consumer = key("{ json_field: domain }");
+        let a = key_of(&per_consumer, "a", "rk", &props, body);
+        assert_eq!(a.as_deref(), Some("example.com"));
+        assert_eq!(
+            a,
+            key_of(&per_consumer, "b", "rk", &props, body),
+            "one key whatever the exchange"
+        );
+        let numbered = key("{ json_field: id }");
+        assert_eq!(
+            key_of(&numbered, "a", "rk", &props, body).as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            key_of(&key("{ json_field: nested }"), "a", "rk", &props, body),
+            None
+        );
+        assert_eq!(key_of(&per_consumer, "a", "rk", &props, b"not json"), None);
+        let per_exchange = key("{ json_field: domain, scope: exchange }");
+        assert_ne!(
+            key_of(&per_exchange, "a", "rk", &props, body),
+            key_of(&per_exchange, "b", "rk", &props, body),
+            "two exchanges, two keys"
+        );
+        let part = key("{ routing_key_part: 1 }");
+        assert_eq!(
+            key_of(&part, "a", "order.eu.created", &props, body).as_deref(),
+            Some("eu")
+        );
     }
 }

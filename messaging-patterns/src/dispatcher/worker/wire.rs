@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::dispatcher::handler::Message;
+use crate::dispatcher::handler::{Message, number_properties, string_properties};
 
 /// A line from the worker.
 #[derive(Debug, Deserialize)]
@@ -96,31 +96,15 @@ fn short(value: Option<&ShortStr>) -> Option<Value> {
 /// The properties that are set, by their pika names.
 fn properties_json(p: &BasicProperties) -> Value {
     let mut map = Map::new();
-    let strings = [
-        ("content_type", &p.content_type),
-        ("content_encoding", &p.content_encoding),
-        ("correlation_id", &p.correlation_id),
-        ("reply_to", &p.reply_to),
-        ("expiration", &p.expiration),
-        ("message_id", &p.message_id),
-        ("type", &p.kind),
-        ("user_id", &p.user_id),
-        ("app_id", &p.app_id),
-        ("cluster_id", &p.cluster_id),
-    ];
-    for (name, value) in strings {
-        if let Some(value) = short(value.as_ref()) {
+    for (name, value) in string_properties(p) {
+        if let Some(value) = short(value) {
             map.insert(name.to_owned(), value);
         }
     }
-    if let Some(mode) = p.delivery_mode {
-        map.insert("delivery_mode".to_owned(), mode.into());
-    }
-    if let Some(priority) = p.priority {
-        map.insert("priority".to_owned(), priority.into());
-    }
-    if let Some(timestamp) = p.timestamp {
-        map.insert("timestamp".to_owned(), timestamp.into());
+    for (name, value) in number_properties(p) {
+        if let Some(n) = value {
+            map.insert(name.to_owned(), n.into());
+        }
     }
     if let Some(headers) = &p.headers {
         map.insert("headers".to_owned(), table_json(headers));
