@@ -1,4 +1,4 @@
-//! The dispatcher's YAML file, and its connection settings from the environment ([`env`]).
+//! The dispatcher's YAML file, and its connection settings from the environment ([`mod@env`]).
 //!
 //! ```yaml
 //! startup_command: ["/usr/local/bin/migrate"]   # optional: run once before consuming
