@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,8 +11,9 @@ use amqp_client::{
     BasicProperties, Channel, Connection, ExchangeKind, FieldValue, PublishOptions,
     QueueDeclareOptions,
 };
-use common::dispatch::sigterm;
+use common::dispatch::{confirming, declared, delete, get_within, sigterm, start, stop};
 use common::{connect, depth, url, within};
+use messaging_patterns::dispatcher::Registry;
 
 /// The 0.11 README's startup, queue and worker examples, joined as one file, untouched.
 const README: &str = include_str!("fixtures/original-readme.yml");
@@ -303,5 +304,90 @@ async fn the_original_readme_config_runs_python_consumers_and_stops_on_sigterm()
     );
 
     cleanup(&channel).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+const FLAKY: &str = r#"
+import os
+import time
+
+LOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flaky.log")
+
+
+class Consumer:
+    def consume(self, amqp, msg):
+        body = msg.body.decode()
+        if body == "hang":
+            time.sleep(30)
+        if body == "die":
+            os._exit(3)
+        if body == "pub-missing":
+            amqp.publish("no-such-exchange-for-flaky", "k", {}, b"x")
+        with open(LOG, "a") as log:
+            log.write("%s %d\n" % (body, os.getpid()))
+
+    def shutdown(self, exception=None):
+        pass
+"#;
+
+/// A worker that hangs past the timeout is killed, one that dies is replaced, and a publish
+/// the broker refuses raises in the class without costing the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_dead_and_refused_workers_fail_their_message_only() {
+    let conn = connect().await;
+    let p = common::prefix("flaky");
+    let queue = format!("{p}q");
+    let dir = std::env::temp_dir().join(format!("{p}dir"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("flaky.py"), FLAKY).unwrap();
+    let yaml = format!(
+        "env: {{ PYTHONPATH: '{}' }}\nqueues:\n  - name: {queue}\n\
+         consumers:\n  - consumer: flaky:Consumer\n    queue: {queue}\n    max_redeliveries: 0\n\
+         \x20   restart_pause_ms: 0\n    command_timeout_ms: 1000\n",
+        dir.display()
+    );
+    let run = start(&yaml, Registry::new());
+    declared(&conn, &queue).await;
+    let channel = confirming(&conn).await;
+    for body in ["a", "hang", "b", "die", "c", "pub-missing", "d"] {
+        send(&channel, &queue, body).await;
+    }
+    let mut reasons = HashMap::new();
+    for _ in 0..3 {
+        let dead = get_within(&channel, &format!("{queue}.dead"), 30).await;
+        let reason = dead
+            .properties
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("x-last-error"));
+        let reason = reason
+            .and_then(FieldValue::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        reasons.insert(String::from_utf8_lossy(&dead.body).into_owned(), reason);
+    }
+    assert!(
+        reasons["hang"].contains("ran longer than 1s"),
+        "{reasons:?}"
+    );
+    assert!(reasons["die"].contains("worker exited"), "{reasons:?}");
+    assert!(
+        reasons["pub-missing"].contains("PublishError") && reasons["pub-missing"].contains("404"),
+        "{reasons:?}"
+    );
+    let log = dir.join("flaky.log");
+    wait_until("a, b, c and d handled", || lines(&log).len() == 4).await;
+    let pids: HashMap<String, String> = lines(&log)
+        .iter()
+        .filter_map(|l| l.split_once(' ').map(|(b, p)| (b.to_owned(), p.to_owned())))
+        .collect();
+    assert_ne!(pids["a"], pids["b"], "the hung worker was replaced");
+    assert_ne!(pids["b"], pids["c"], "the dead worker was replaced");
+    assert_eq!(
+        pids["c"], pids["d"],
+        "a refused publish does not cost the worker"
+    );
+    stop(run).await;
+    delete(&conn, &[&queue], &[]).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
