@@ -211,7 +211,7 @@ fn factory(
 /// [`DispatcherError::Python`] with the worker's complaints.
 pub async fn check_python(config: &Config) -> Result<(), DispatcherError> {
     let classes: Vec<&str> = config.python_classes().collect();
-    if classes.is_empty() {
+    if classes.is_empty() && config.startup_handler.is_none() {
         return Ok(());
     }
     let env = process::handler_env(&config.env, &Default::default());
