@@ -191,10 +191,19 @@ impl Config {
     /// Warnings about settings that work but not as well as they could (a prefetch that
     /// leaves instances idle).
     pub fn warnings(&self) -> Vec<String> {
-        self.consumers
+        let mut warnings: Vec<String> = self
+            .consumers
             .iter()
             .filter_map(ConsumerConfig::prefetch_warning)
-            .collect()
+            .collect();
+        if self.startup_handler.is_some() && self.python_classes().next().is_none() {
+            warnings.push(
+                "startup_handler runs first in each Python worker, and no consumer is a \
+                 Python class: it will not run (use startup_command)"
+                    .to_owned(),
+            );
+        }
+        warnings
     }
 
     /// The Python consumers' classes (`module:Class`).
@@ -385,6 +394,12 @@ consumers:
         )
         .unwrap();
         assert!(low.warnings()[0].contains("prefetch_count 1 is below consumer_count 3"));
+        let lonely = Config::parse(
+            "startup_handler: app:start\nconsumers:\n  - { command: [x], queue: q }\n",
+            [],
+        )
+        .unwrap();
+        assert!(lonely.warnings()[0].contains("it will not run"));
         let bad = error("consumers:\n  - { consumer: nocolon, queue: q }\n");
         assert!(bad.contains("not of the form module:Class"), "{bad}");
     }
