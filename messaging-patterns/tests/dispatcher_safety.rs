@@ -442,3 +442,47 @@ async fn readyz_follows_the_consumers_and_logs_can_be_json() {
     std::fs::remove_dir_all(&dir).unwrap();
     delete(&conn, &[&queue], &[]).await;
 }
+
+/// Hands every message back unsettled (`basic.nack` requeue), as a handler that crashes
+/// mid-message would leave it.
+#[derive(Clone, Default)]
+struct GiveBack(Arc<AtomicU32>);
+
+impl Handler for GiveBack {
+    async fn consume(&mut self, _: Message, handle: &MessageHandle) -> Result<(), HandlerError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        handle.nack(true).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_quorum_queue_the_brokers_delivery_count_stops_a_message_that_keeps_coming_back() {
+    let conn = connect().await;
+    let p = prefix("quorum");
+    let queue = format!("{p}q");
+    let yaml = format!(
+        "queues:\n  - name: {queue}\n    arguments: {{ x-queue-type: quorum }}\n\
+         consumers:\n  - {{ handler: give-back, queue: {queue}, max_redeliveries: 2 }}\n"
+    );
+    let handler = GiveBack::default();
+    let runs = handler.0.clone();
+    let mut registry = Registry::new();
+    registry.register("give-back", move || handler.clone());
+    let run = start(&yaml, registry);
+    declared(&conn, &queue).await;
+    let channel = confirming(&conn).await;
+    publish(&channel, "", &queue, FieldTable::new(), "again".into()).await;
+    let dead = get_within(&channel, &format!("{queue}.dead"), 20).await;
+    assert!(
+        last_error(&dead).contains("more than max_redeliveries (2)"),
+        "{}",
+        last_error(&dead)
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        3,
+        "delivery counts 0, 1 and 2 ran; 3 did not"
+    );
+    stop(run).await;
+    delete(&conn, &[&queue], &[]).await;
+}
