@@ -343,7 +343,7 @@ async fn hung_dead_and_refused_workers_fail_their_message_only() {
     let yaml = format!(
         "env: {{ PYTHONPATH: '{}' }}\nqueues:\n  - name: {queue}\n\
          consumers:\n  - consumer: flaky:Consumer\n    queue: {queue}\n    max_redeliveries: 0\n\
-         \x20   restart_pause_ms: 0\n    command_timeout_ms: 1000\n",
+         \x20   restart_pause_ms: 0\n    command_timeout_ms: 2000\n",
         dir.display()
     );
     let run = start(&yaml, Registry::new());
@@ -354,7 +354,7 @@ async fn hung_dead_and_refused_workers_fail_their_message_only() {
     }
     let mut reasons = HashMap::new();
     for _ in 0..3 {
-        let dead = get_within(&channel, &format!("{queue}.dead"), 30).await;
+        let dead = get_within(&conn, &format!("{queue}.dead"), 30).await;
         let reason = dead
             .properties
             .headers
@@ -366,8 +366,11 @@ async fn hung_dead_and_refused_workers_fail_their_message_only() {
             .to_owned();
         reasons.insert(String::from_utf8_lossy(&dead.body).into_owned(), reason);
     }
+    let mut dead: Vec<&str> = reasons.keys().map(String::as_str).collect();
+    dead.sort_unstable();
+    assert_eq!(dead, ["die", "hang", "pub-missing"], "{reasons:?}");
     assert!(
-        reasons["hang"].contains("ran longer than 1s"),
+        reasons["hang"].contains("ran longer than 2s"),
         "{reasons:?}"
     );
     assert!(reasons["die"].contains("worker exited"), "{reasons:?}");

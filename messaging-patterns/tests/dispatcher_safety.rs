@@ -94,7 +94,7 @@ async fn a_poison_message_is_dead_lettered_after_max_redeliveries_and_the_next_o
     publish(&channel, "", &queue, FieldTable::new(), "bad".into()).await;
     publish(&channel, "", &queue, FieldTable::new(), "good".into()).await;
     seen(&handler, "good").await;
-    let dead = get_within(&channel, &format!("{queue}.dead"), 20).await;
+    let dead = get_within(&conn, &format!("{queue}.dead"), 20).await;
     assert_eq!(&dead.body[..], b"bad");
     assert_eq!(last_error(&dead), "always fails");
     assert_eq!(
@@ -123,7 +123,7 @@ async fn retry_goes_through_a_delay_queue_and_dead_letter_at_once() {
     declared(&conn, &dead).await;
     let channel = confirming(&conn).await;
     publish(&channel, "", &retry, FieldTable::new(), "bad".into()).await;
-    let retried = get_within(&channel, &format!("{retry}.dead"), 20).await;
+    let retried = get_within(&conn, &format!("{retry}.dead"), 20).await;
     assert_eq!(
         handler.bad_attempts.load(Ordering::SeqCst),
         2,
@@ -131,7 +131,7 @@ async fn retry_goes_through_a_delay_queue_and_dead_letter_at_once() {
     );
     assert_eq!(&retried.body[..], b"bad");
     publish(&channel, "", &dead, FieldTable::new(), "bad".into()).await;
-    get_within(&channel, &format!("{dead}.dead"), 20).await;
+    get_within(&conn, &format!("{dead}.dead"), 20).await;
     assert_eq!(
         handler.bad_attempts.load(Ordering::SeqCst),
         3,
@@ -160,7 +160,7 @@ async fn a_message_that_cannot_be_handed_over_goes_to_the_dead_letter_queue_with
     headers.insert("tenant", "a\0b");
     publish(&channel, "", &queue, headers, "nul".into()).await;
     publish(&channel, "", &queue, FieldTable::new(), "fine".into()).await;
-    let dead = get_within(&channel, &format!("{queue}.dead"), 20).await;
+    let dead = get_within(&conn, &format!("{queue}.dead"), 20).await;
     assert_eq!(&dead.body[..], b"nul");
     let reason = last_error(&dead);
     assert!(
@@ -198,7 +198,7 @@ async fn a_publish_to_a_missing_exchange_fails_that_message_only() {
         publish(&channel, "", &queue, FieldTable::new(), body.into()).await;
     }
     seen(&handler, "after").await;
-    let dead = get_within(&channel, &format!("{queue}.dead"), 20).await;
+    let dead = get_within(&conn, &format!("{queue}.dead"), 20).await;
     assert_eq!(&dead.body[..], b"publish-missing");
     assert!(last_error(&dead).contains("404"), "{}", last_error(&dead));
     assert!(!task.is_finished(), "the dispatcher kept running");
@@ -472,7 +472,7 @@ async fn on_a_quorum_queue_the_brokers_delivery_count_stops_a_message_that_keeps
     declared(&conn, &queue).await;
     let channel = confirming(&conn).await;
     publish(&channel, "", &queue, FieldTable::new(), "again".into()).await;
-    let dead = get_within(&channel, &format!("{queue}.dead"), 20).await;
+    let dead = get_within(&conn, &format!("{queue}.dead"), 20).await;
     assert!(
         last_error(&dead).contains("more than max_redeliveries (2)"),
         "{}",

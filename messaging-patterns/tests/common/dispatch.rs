@@ -98,11 +98,15 @@ pub async fn delete(conn: &Connection, queues: &[&str], exchanges: &[&str]) {
     channel.close().await.unwrap();
 }
 
-/// The next message of `queue` (acked), waiting up to `secs` seconds for one.
-pub async fn get_within(channel: &Channel, queue: &str, secs: u64) -> amqp_client::Delivery {
+/// The next message of `queue` (acked), waiting up to `secs` seconds for one, and for the
+/// queue to exist (a dispatcher declares its dead-letter queues after its own queues).
+pub async fn get_within(conn: &Connection, queue: &str, secs: u64) -> amqp_client::Delivery {
     within(secs, "a message in the queue", async {
+        let channel = conn.open_channel().await.unwrap();
+        declared(conn, queue).await;
         loop {
             if let Some(got) = channel.get(queue, true).await.unwrap() {
+                channel.close().await.unwrap();
                 return got.delivery;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

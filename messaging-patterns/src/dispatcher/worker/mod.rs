@@ -15,7 +15,8 @@
 //! ```
 //!
 //! A worker that dies, breaks the protocol, or takes longer than `command_timeout_ms` with a
-//! message is killed; the message fails, and the next one starts a new worker.
+//! message is killed; the message fails, and the next one starts a new worker (which has
+//! 60 s to send `ready`, apart from the message's time).
 
 mod wire;
 
@@ -37,6 +38,8 @@ pub(crate) const ADAPTER: &str = include_str!("../../../python/amqp_dispatcher_w
 
 /// How long a worker may take to stop after `shutdown`, or `--check` to import.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker may take to start (import its class, run the startup handler).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What starts a consumer's workers.
@@ -126,6 +129,18 @@ impl PythonWorker {
     }
 
     async fn handle(&mut self, message: Message, handle: &MessageHandle) -> Result<(), Failure> {
+        if self.process.is_none() {
+            // Starting (imports, startup handler) is not the message's time.
+            let started = tokio::time::timeout(START_TIMEOUT, self.start()).await;
+            self.process = Some(match started {
+                Ok(Ok(process)) => process,
+                Ok(Err(Broken::Dead(e) | Broken::Raised(e))) => return Err(Failure::Handler(e)),
+                Err(_) => {
+                    let e = format!("the worker did not start within {START_TIMEOUT:?}");
+                    return Err(Failure::Handler(e));
+                }
+            });
+        }
         let limit = self.spec.timeout;
         let outcome = tokio::time::timeout(limit, self.exchange(message, handle)).await;
         let error = match outcome {
@@ -141,9 +156,6 @@ impl PythonWorker {
     }
 
     async fn exchange(&mut self, message: Message, handle: &MessageHandle) -> Result<(), Broken> {
-        if self.process.is_none() {
-            self.process = Some(self.start().await?);
-        }
         let Some(process) = self.process.as_mut() else {
             return Err(Broken::Dead("no worker".to_owned()));
         };
