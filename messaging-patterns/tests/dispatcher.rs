@@ -9,95 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use amqp_client::{
-    BasicProperties, Channel, Connection, ConnectionConfig, FieldTable, PublishOptions,
-};
+use amqp_client::{BasicProperties, FieldTable, PublishOptions};
 use bytes::Bytes;
+use common::dispatch::{confirming, declared, delete, publish, sigterm, start, stop};
 use common::{connect, depth, prefix, url, within};
 use messaging_patterns::codec::Raw;
-use messaging_patterns::dispatcher::{
-    Config, Dispatcher, Handler, HandlerError, Message, MessageHandle, Registry,
-};
+use messaging_patterns::dispatcher::{Handler, HandlerError, Message, MessageHandle, Registry};
 use messaging_patterns::rpc::{RpcClient, RpcClientOptions};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-type Run = (
-    oneshot::Sender<()>,
-    JoinHandle<Result<(), messaging_patterns::dispatcher::DispatcherError>>,
-);
-
-/// Starts a dispatcher for `yaml`; send on the returned sender to stop it.
-fn start(yaml: &str, registry: Registry) -> Run {
-    let config = Config::parse(yaml, registry.names()).unwrap();
-    let connection = ConnectionConfig::from_uri(&url()).unwrap();
-    let dispatcher = Dispatcher::new(config, registry, connection).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(dispatcher.run(async {
-        let _ = stopped.await;
-    }));
-    (stop, task)
-}
-
-async fn stop(run: Run) {
-    let (stop, task) = run;
-    stop.send(()).unwrap();
-    within(20, "the dispatcher to stop", task)
-        .await
-        .unwrap()
-        .unwrap();
-}
-
-async fn publish(channel: &Channel, exchange: &str, key: &str, headers: FieldTable, body: String) {
-    let props = BasicProperties {
-        headers: Some(headers),
-        ..Default::default()
-    };
-    let confirm = channel
-        .publish(exchange, key, PublishOptions::default(), props, body)
-        .await
-        .unwrap();
-    confirm.await.unwrap();
-}
-
-async fn confirming(conn: &Connection) -> Channel {
-    let channel = conn.open_channel().await.unwrap();
-    channel.confirm_select().await.unwrap();
-    channel
-}
-
-/// Waits until the queue exists (the dispatcher declared it).
-async fn declared(conn: &Connection, queue: &str) {
-    within(10, "the queue to be declared", async {
-        loop {
-            let channel = conn.open_channel().await.unwrap();
-            let passive = amqp_client::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            if channel.queue_declare(queue, passive).await.is_ok() {
-                channel.close().await.unwrap();
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-}
-
-async fn delete(conn: &Connection, queues: &[&str], exchanges: &[&str]) {
-    let channel = conn.open_channel().await.unwrap();
-    for queue in queues {
-        channel
-            .queue_delete(queue, Default::default())
-            .await
-            .unwrap();
-    }
-    for exchange in exchanges {
-        channel.exchange_delete(exchange, false).await.unwrap();
-    }
-    channel.close().await.unwrap();
-}
 
 /// Records every body it handles.
 #[derive(Clone, Default)]
@@ -196,7 +114,15 @@ impl Handler for Fragile {
         if body == "fail" && !self.failed.swap(true, Ordering::SeqCst) {
             return Err(HandlerError("failed".into()));
         }
-        self.seen.lock().unwrap().push((body, message.redelivered));
+        // A failed message comes back as a copy that counts its failures.
+        let retried = message
+            .properties
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("x-retry-count"))
+            .and_then(amqp_client::FieldValue::as_i64)
+            == Some(1);
+        self.seen.lock().unwrap().push((body, retried));
         Ok(())
     }
 
@@ -633,12 +559,7 @@ async fn the_binary_validates_and_stops_gracefully_on_sigterm() {
         }
     })
     .await;
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(&child);
     let status = within(20, "the dispatcher to exit", child.wait())
         .await
         .unwrap();

@@ -1,43 +1,36 @@
-//! One configured consumer: an AMQP consumer, a router that holds exclusivity keys, and a
-//! pool of handler instances.
-//!
-//! ```text
-//!  basic.deliver ──▶ router ──(key free)──▶ work queue ──▶ instance 1..consumer_count
-//!                      │  ▲                                   │
-//!                      │  └────────── done(key) ◀─────────────┘  (after the settle)
-//!                      └─(key busy)─▶ parked, per key, in arrival order
-//! ```
+//! One configured consumer: an AMQP consumer, its [`Router`], a pool of handler instances,
+//! a [`Publisher`] channel of its own, and its [`FailurePolicy`].
 //!
 //! Shutdown: the router cancels the consumer and requeues what it buffered and parked; the
 //! instances finish the message they run (until the deadline), settle it, and stop; what is
-//! left in the work queue is requeued; the channel closes (the broker requeues anything
+//! left in the work queue is requeued; the channels close (the broker requeues anything
 //! still unacked, such as the message of an instance cut off by the deadline).
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use amqp_client::{Channel, Connection, Consumer, Delivery};
-use futures_util::StreamExt;
+use amqp_client::{BasicProperties, Connection, ShortStr};
+use bytes::Bytes;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::config::{ConsumerConfig, ExclusivityKey};
-use super::handler::{DynHandler, Factory, MessageHandle};
-use crate::common::{catch_panic, header_str, stopped};
-
-/// A delivery on its way to an instance, with the exclusivity key it holds.
-struct Work {
-    delivery: Delivery,
-    key: Option<String>,
-}
+use super::config::ConsumerConfig;
+use super::failure::FailurePolicy;
+use super::handler::{DynHandler, Factory, Failure, MessageHandle, reply_to};
+use super::publisher::Publisher;
+use super::router::{CurrentChannel, Router, Work, log_settle, subscribe};
+use crate::common::{catch_panic, stopped};
+use crate::rpc::Envelope;
 
 type WorkQueue = Arc<Mutex<mpsc::Receiver<Work>>>;
 
 /// A running consumer.
 pub(crate) struct Pool {
     pub(crate) name: String,
-    channel: Channel,
+    /// True while the consumer is registered with the broker.
+    pub(crate) ready: Arc<AtomicBool>,
+    channel: CurrentChannel,
+    publisher: Publisher,
     stop: watch::Sender<bool>,
     router: tokio::task::JoinHandle<Result<(), amqp_client::Error>>,
     instances: JoinSet<()>,
@@ -46,43 +39,48 @@ pub(crate) struct Pool {
 
 /// What every instance of a pool shares.
 struct Shared {
-    name: String,
-    channel: Channel,
+    config: Arc<ConsumerConfig>,
+    publisher: Publisher,
+    failures: FailurePolicy,
     factory: Factory,
-    restart_pause: Duration,
     work: WorkQueue,
     done: mpsc::UnboundedSender<Option<String>>,
     stop: watch::Receiver<bool>,
 }
 
-/// Opens the consumer's channel (prefetch, confirm mode for handlers' publishes), starts
-/// consuming, and starts the router and the instances.
+/// Declares the consumer's dead-letter (and delay) queues, opens its channel (prefetch),
+/// starts consuming, and starts the router and the instances.
 pub(crate) async fn start(
     conn: &Connection,
-    config: &ConsumerConfig,
+    config: Arc<ConsumerConfig>,
     factory: Factory,
 ) -> Result<Pool, amqp_client::Error> {
-    let channel = conn.open_channel().await?;
-    channel.qos(config.prefetch_count.get(), false).await?;
-    channel.confirm_select().await?;
-    let consumer = channel.consume(&config.queue, Default::default()).await?;
+    let failures = FailurePolicy::new(&config);
+    failures.declare(conn).await?;
+    let (channel, consumer) = subscribe(conn, &config).await?;
+    let channel = Arc::new(std::sync::Mutex::new(channel));
     let count = config.consumer_count.get();
     let (work_tx, work_rx) = mpsc::channel(count);
     let work = Arc::new(Mutex::new(work_rx));
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let (stop, stopped) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(true));
     let router = Router {
-        key: config.exclusivity_key.clone(),
-        busy: HashMap::new(),
+        conn: conn.clone(),
+        config: config.clone(),
+        channel: channel.clone(),
+        ready: ready.clone(),
+        busy: Default::default(),
         work: work_tx,
         stop: stopped.clone(),
     };
     let router = tokio::spawn(router.run(consumer, done_rx));
+    let publisher = Publisher::new(conn);
     let shared = Arc::new(Shared {
-        name: config.name.clone(),
-        channel: channel.clone(),
+        config: config.clone(),
+        publisher: publisher.clone(),
+        failures,
         factory,
-        restart_pause: config.restart_pause,
         work: work.clone(),
         done: done_tx,
         stop: stopped,
@@ -91,10 +89,12 @@ pub(crate) async fn start(
     for _ in 0..count {
         instances.spawn(instance(shared.clone()));
     }
-    tracing::info!(consumer = %config.name, queue = %config.queue, instances = count, "consuming");
+    tracing::info!(consumer = %config.name, queue = %config.queue, instances = count, prefetch = config.prefetch_count.get(), "consuming");
     Ok(Pool {
         name: config.name.clone(),
+        ready,
         channel,
+        publisher,
         stop,
         router,
         instances,
@@ -103,8 +103,9 @@ pub(crate) async fn start(
 }
 
 impl Pool {
-    /// Waits until the router ends by itself: the consumer was cancelled by the broker or its
-    /// channel closed. Never returns while the pool runs normally.
+    /// Waits until the router ends by itself: the consumer was cancelled by the broker and
+    /// may not consume again, or the connection is gone. Never returns while the pool runs
+    /// normally.
     pub(crate) async fn failed(&mut self) -> amqp_client::Error {
         match (&mut self.router).await {
             Ok(Err(e)) => e,
@@ -135,134 +136,41 @@ impl Pool {
         while let Ok(left) = work.try_recv() {
             log_settle(left.delivery.nack(true).await);
         }
-        if let Err(e) = self.channel.close().await {
-            tracing::debug!(consumer = %self.name, error = %e, "closing the consumer's channel");
+        let channel = self.channel.lock().ok().map(|c| c.clone());
+        if let Some(channel) = channel {
+            if let Err(e) = channel.close().await {
+                tracing::debug!(consumer = %self.name, error = %e, "closing the consumer's channel");
+            }
         }
+        self.publisher.close().await;
         tracing::info!(consumer = %self.name, "stopped");
     }
 }
 
-/// Holds the exclusivity keys: a key is busy from the moment its message goes to an
-/// instance until the instance reports it settled.
-struct Router {
-    key: Option<ExclusivityKey>,
-    /// Busy keys, with the deliveries waiting for each.
-    busy: HashMap<String, VecDeque<Delivery>>,
-    work: mpsc::Sender<Work>,
-    stop: watch::Receiver<bool>,
-}
-
-impl Router {
-    async fn run(
-        mut self,
-        mut consumer: Consumer,
-        mut done: mpsc::UnboundedReceiver<Option<String>>,
-    ) -> Result<(), amqp_client::Error> {
-        let mut stop = self.stop.clone();
-        let result = loop {
-            tokio::select! {
-                biased;
-                () = stopped(&mut stop) => break Ok(()),
-                Some(key) = done.recv() => self.release(key).await,
-                next = consumer.next() => match next {
-                    Some(Ok(delivery)) => self.route(delivery).await,
-                    Some(Err(e)) => break Err(e),
-                    None => break Ok(()),
-                },
-            }
-        };
-        if let Err(e) = consumer.cancel().await {
-            tracing::debug!(error = %e, "cancelling the dispatcher's consumer");
-        }
-        // Dropping the consumer requeues what it buffered; parked deliveries go back too.
-        drop(consumer);
-        for (_, parked) in self.busy.drain() {
-            for delivery in parked {
-                log_settle(delivery.nack(true).await);
-            }
-        }
-        result
-    }
-
-    async fn route(&mut self, delivery: Delivery) {
-        let key = self.key.as_ref().and_then(|k| key_of(k, &delivery));
-        if let Some(key) = &key {
-            if let Some(parked) = self.busy.get_mut(key) {
-                parked.push_back(delivery);
-                return;
-            }
-            self.busy.insert(key.clone(), VecDeque::new());
-        }
-        self.send(Work { delivery, key }).await;
-    }
-
-    async fn release(&mut self, key: Option<String>) {
-        let Some(key) = key else { return };
-        let next = self.busy.get_mut(&key).and_then(VecDeque::pop_front);
-        match next {
-            Some(delivery) => {
-                self.send(Work {
-                    delivery,
-                    key: Some(key),
-                })
-                .await;
-            }
-            None => {
-                self.busy.remove(&key);
-            }
-        }
-    }
-
-    /// Hands work to the instances, waiting for one to be free; on shutdown (or with no
-    /// instances left) the message goes back to the queue instead.
-    async fn send(&mut self, work: Work) {
-        let permit = tokio::select! {
-            biased;
-            () = stopped(&mut self.stop) => None,
-            permit = self.work.reserve() => permit.ok(),
-        };
-        match permit {
-            Some(permit) => permit.send(work),
-            None => log_settle(work.delivery.nack(true).await),
-        }
-    }
-}
-
-/// A delivery's exclusivity key, if it has one.
-fn key_of(key: &ExclusivityKey, delivery: &Delivery) -> Option<String> {
-    match key {
-        ExclusivityKey::Header(name) => header_str(&delivery.properties, name)
-            .map(str::to_owned)
-            .or_else(|| {
-                let value = delivery.properties.headers.as_ref()?.get(name)?;
-                value.as_i64().map(|n| n.to_string())
-            }),
-        ExclusivityKey::RoutingKeyPart(index) => delivery
-            .routing_key
-            .to_str()
-            .ok()?
-            .split('.')
-            .nth(*index)
-            .map(str::to_owned),
-    }
-}
-
 /// One instance: handles messages until shutdown; when its handler fails or panics, it is
-/// shut down and a fresh one takes its place after the pause.
+/// shut down and a fresh one takes its place after the pause (a self-replacing handler is
+/// kept, and only the pause taken).
 async fn instance(shared: Arc<Shared>) {
     let mut stop = shared.stop.clone();
     loop {
         let mut handler = (shared.factory)();
         let failure = serve(&shared, &mut *handler, &mut stop).await;
         if catch_panic(handler.shutdown()).await.is_err() {
-            tracing::warn!(consumer = %shared.name, "handler panicked in shutdown");
+            tracing::warn!(consumer = %shared.config.name, "handler panicked in shutdown");
         }
         let Some(error) = failure else { return };
-        tracing::warn!(consumer = %shared.name, %error, pause = ?shared.restart_pause, "handler failed; replacing the instance");
-        tokio::select! {
-            () = tokio::time::sleep(shared.restart_pause) => {}
-            () = stopped(&mut stop) => return,
+        tracing::warn!(consumer = %shared.config.name, %error, pause = ?shared.config.restart_pause, "handler failed; replacing the instance");
+        if !pause(&shared, &mut stop).await {
+            return;
         }
+    }
+}
+
+/// Waits out the restart pause; false when asked to stop meanwhile.
+async fn pause(shared: &Shared, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(shared.config.restart_pause) => true,
+        () = stopped(stop) => false,
     }
 }
 
@@ -274,17 +182,93 @@ async fn serve(
 ) -> Option<String> {
     loop {
         let work = next_work(&shared.work, stop).await?;
-        let handle = MessageHandle::new(work.delivery, shared.channel.clone());
-        let outcome = match catch_panic(handler.consume(handle.message(), &handle)).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.0),
-            Err(panic) => Some(panic),
-        };
-        handle.settle_default(outcome.is_none()).await;
+        let failure = shared.handle(work.delivery, handler).await;
         // Only now, with the message settled, may the next one with its key start.
         let _ = shared.done.send(work.key);
-        if outcome.is_some() {
-            return outcome;
+        let Some(error) = failure else { continue };
+        if !handler.self_replacing() {
+            return Some(error);
+        }
+        tracing::warn!(consumer = %shared.config.name, %error, pause = ?shared.config.restart_pause, "handler failed; its worker replaced the instance");
+        if !pause(shared, stop).await {
+            return None;
+        }
+    }
+}
+
+impl Shared {
+    /// Handles and settles one delivery; the handler's error when it failed.
+    async fn handle(
+        &self,
+        delivery: amqp_client::Delivery,
+        handler: &mut dyn DynHandler,
+    ) -> Option<String> {
+        if let Some(reason) = self.failures.exhausted(&delivery) {
+            self.failures
+                .dead_letter(&delivery, &reason, &self.publisher)
+                .await;
+            return None;
+        }
+        let handle = MessageHandle::new(delivery, self.publisher.clone());
+        let outcome = catch_panic(handler.consume(handle.message(), &handle))
+            .await
+            .unwrap_or_else(|panic| Err(Failure::Handler(panic)));
+        let failure = match outcome {
+            Ok(()) => {
+                handle.ack_unless_settled().await;
+                return None;
+            }
+            Err(failure) => failure,
+        };
+        if self.config.rpc {
+            self.reply_failure(&handle, failure.message()).await;
+        }
+        if !handle.is_settled() {
+            match &failure {
+                Failure::Undeliverable(reason) => {
+                    let reason = format!("cannot be handed to the handler: {reason}");
+                    self.failures
+                        .dead_letter(handle.delivery(), &reason, &self.publisher)
+                        .await;
+                }
+                Failure::Handler(error) => {
+                    self.failures
+                        .failed(handle.delivery(), error, &self.publisher)
+                        .await;
+                }
+            }
+        }
+        match failure {
+            Failure::Handler(error) => Some(error),
+            Failure::Undeliverable(_) => None,
+        }
+    }
+
+    /// Answers an RPC request whose handler failed with a failure envelope, when its
+    /// `reply_to` is one this consumer may answer to.
+    async fn reply_failure(&self, handle: &MessageHandle, error: &str) {
+        let props = &handle.delivery().properties;
+        let Some(reply_to) = reply_to(props).filter(|r| self.config.reply_allowed(r)) else {
+            return;
+        };
+        let body = match serde_json::to_vec(&Envelope::<serde_json::Value>::error(error)) {
+            Ok(body) => Bytes::from(body),
+            Err(e) => {
+                tracing::error!(error = %e, "encoding a failure envelope");
+                return;
+            }
+        };
+        let reply = BasicProperties {
+            content_type: Some(ShortStr::from_static("application/json")),
+            correlation_id: props.correlation_id.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = self
+            .publisher
+            .publish("", reply_to, false, reply, body)
+            .await
+        {
+            tracing::warn!(consumer = %self.config.name, error = %e, "could not send the failure reply");
         }
     }
 }
@@ -298,8 +282,7 @@ async fn next_work(work: &WorkQueue, stop: &mut watch::Receiver<bool>) -> Option
     }
 }
 
-fn log_settle(result: amqp_client::Result<()>) {
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "could not requeue a message; the broker requeues it when the channel closes");
-    }
+/// The readiness of a pool, for `/readyz`.
+pub(crate) fn is_ready(ready: &AtomicBool) -> bool {
+    ready.load(Ordering::Acquire)
 }

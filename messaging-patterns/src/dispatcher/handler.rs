@@ -6,10 +6,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use amqp_client::{BasicProperties, Channel, Delivery, ShortStr};
+use amqp_client::{BasicProperties, Delivery, ShortStr};
 use bytes::Bytes;
 
-use crate::common::{PublishFailure, publish_confirmed};
+use super::publisher::Publisher;
+use crate::common::PublishFailure;
 
 /// A boxed future, for the object-safe side of [`Handler`].
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -30,7 +31,8 @@ pub struct Message {
     pub redelivered: bool,
 }
 
-/// A handler's failure: the message is requeued, and the instance shut down and replaced.
+/// A handler's failure: the message goes to the consumer's `on_failure`, and the instance
+/// is shut down and replaced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandlerError(pub String);
 
@@ -47,21 +49,32 @@ impl<E: std::error::Error> From<E> for HandlerError {
 }
 
 /// What a handler settles its message and publishes with. A message the handler leaves
-/// unsettled is acked when it returns `Ok`, requeued when it fails.
+/// unsettled is acked when it returns `Ok`; when it fails, the consumer's `on_failure`
+/// decides (requeued, retried later or dead-lettered, and dead-lettered in any case after
+/// `max_redeliveries` failures).
+///
+/// Publishing goes through a channel of the consumer's own, apart from the one it consumes
+/// on: a publish the broker refuses (an exchange that does not exist) fails that publish
+/// only, and the channel is opened again for the next.
 #[derive(Debug)]
 pub struct MessageHandle {
     delivery: Delivery,
-    channel: Channel,
+    publisher: Publisher,
     settled: AtomicBool,
 }
 
 impl MessageHandle {
-    pub(crate) fn new(delivery: Delivery, channel: Channel) -> Self {
+    pub(crate) fn new(delivery: Delivery, publisher: Publisher) -> Self {
         Self {
             delivery,
-            channel,
+            publisher,
             settled: AtomicBool::new(false),
         }
+    }
+
+    /// The delivery being handled.
+    pub(crate) fn delivery(&self) -> &Delivery {
+        &self.delivery
     }
 
     /// The message as handlers see it.
@@ -100,6 +113,15 @@ impl MessageHandle {
         Ok(self.delivery.nack(requeue).await?)
     }
 
+    /// Rejects the message (`basic.reject`), requeued or not.
+    ///
+    /// # Errors
+    /// As [`MessageHandle::ack`].
+    pub async fn reject(&self, requeue: bool) -> Result<(), HandlerError> {
+        self.settled.store(true, Ordering::Release);
+        Ok(self.delivery.reject(requeue).await?)
+    }
+
     /// Publishes a message and waits for the broker's confirm.
     ///
     /// # Errors
@@ -112,16 +134,10 @@ impl MessageHandle {
         properties: BasicProperties,
         body: Bytes,
     ) -> Result<(), HandlerError> {
-        publish_confirmed(
-            &self.channel,
-            exchange,
-            routing_key,
-            mandatory,
-            properties,
-            body,
-        )
-        .await
-        .map_err(|e: PublishFailure| HandlerError(e.to_string()))
+        self.publisher
+            .publish(exchange, routing_key, mandatory, properties, body)
+            .await
+            .map_err(|e: PublishFailure| HandlerError(e.to_string()))
     }
 
     /// Publishes `body` to the message's `reply_to` with its `correlation_id`; does nothing
@@ -141,23 +157,44 @@ impl MessageHandle {
         self.publish("", reply_to, false, properties, body).await
     }
 
-    /// Settles a message the handler left unsettled: ack on success, requeue on failure.
-    pub(crate) async fn settle_default(&self, success: bool) {
+    /// Acks a message the handler left unsettled after it succeeded.
+    pub(crate) async fn ack_unless_settled(&self) {
         if self.is_settled() {
             return;
         }
-        let result = if success {
-            self.ack().await
-        } else {
-            self.nack(true).await
-        };
-        if let Err(e) = result {
+        if let Err(e) = self.ack().await {
             tracing::warn!(error = %e, "could not settle a message; the broker redelivers it");
         }
     }
 }
 
-fn reply_to(properties: &BasicProperties) -> Option<&str> {
+/// The string properties by their pika names (`content_type`, ..., `type`, ...), set or not.
+pub(crate) fn string_properties(p: &BasicProperties) -> [(&'static str, Option<&ShortStr>); 10] {
+    [
+        ("content_type", p.content_type.as_ref()),
+        ("content_encoding", p.content_encoding.as_ref()),
+        ("correlation_id", p.correlation_id.as_ref()),
+        ("reply_to", p.reply_to.as_ref()),
+        ("expiration", p.expiration.as_ref()),
+        ("message_id", p.message_id.as_ref()),
+        ("type", p.kind.as_ref()),
+        ("user_id", p.user_id.as_ref()),
+        ("app_id", p.app_id.as_ref()),
+        ("cluster_id", p.cluster_id.as_ref()),
+    ]
+}
+
+/// The numeric properties by their pika names, set or not.
+pub(crate) fn number_properties(p: &BasicProperties) -> [(&'static str, Option<u64>); 3] {
+    [
+        ("delivery_mode", p.delivery_mode.map(u64::from)),
+        ("priority", p.priority.map(u64::from)),
+        ("timestamp", p.timestamp),
+    ]
+}
+
+/// The `reply_to` of a message, when it has a usable one.
+pub(crate) fn reply_to(properties: &BasicProperties) -> Option<&str> {
     properties
         .reply_to
         .as_ref()
@@ -183,7 +220,7 @@ fn reply_to(properties: &BasicProperties) -> Option<&str> {
 /// ```
 pub trait Handler: Send + 'static {
     /// Handles one message. Return `Ok` to ack it (unless settled through `handle`), `Err`
-    /// to requeue it and have this instance replaced.
+    /// to hand it to the consumer's `on_failure` and have this instance replaced.
     fn consume(
         &mut self,
         message: Message,
@@ -196,14 +233,37 @@ pub trait Handler: Send + 'static {
     }
 }
 
+/// How handling a message failed, inside the dispatcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The handler failed: the consumer's `on_failure` applies.
+    Handler(String),
+    /// The message could not even be handed to the handler (it cannot be put into a
+    /// process's environment, say): it goes straight to the dead-letter queue.
+    Undeliverable(String),
+}
+
+impl Failure {
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            Self::Handler(m) | Self::Undeliverable(m) => m,
+        }
+    }
+}
+
 /// [`Handler`] made object-safe, so the registry can hold factories of any handler type.
 pub(crate) trait DynHandler: Send {
     fn consume<'a>(
         &'a mut self,
         message: Message,
         handle: &'a MessageHandle,
-    ) -> BoxFuture<'a, Result<(), HandlerError>>;
+    ) -> BoxFuture<'a, Result<(), Failure>>;
     fn shutdown(&mut self) -> BoxFuture<'_, ()>;
+    /// True when the handler replaces its own failed instance (a Python worker does): the
+    /// dispatcher then keeps it after a failure, pausing only.
+    fn self_replacing(&self) -> bool {
+        false
+    }
 }
 
 impl<H: Handler> DynHandler for H {
@@ -211,8 +271,12 @@ impl<H: Handler> DynHandler for H {
         &'a mut self,
         message: Message,
         handle: &'a MessageHandle,
-    ) -> BoxFuture<'a, Result<(), HandlerError>> {
-        Box::pin(Handler::consume(self, message, handle))
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            Handler::consume(self, message, handle)
+                .await
+                .map_err(|e| Failure::Handler(e.0))
+        })
     }
 
     fn shutdown(&mut self) -> BoxFuture<'_, ()> {

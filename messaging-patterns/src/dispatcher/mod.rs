@@ -4,13 +4,16 @@
 //! # Wire sequence
 //!
 //! ```text
-//! start     connect (AMQP_URL, hosts in random order; AMQP_HEARTBEAT)
+//! start     connect (AMQP_URL or RABBITMQ_URL, hosts in random order; heartbeat)
 //!           exchange.declare / queue.declare / queue.bind for every entry of the file
-//!           startup command, if any
-//!           per consumer: channel.open; basic.qos prefetch_count; confirm.select;
-//!           basic.consume queue
-//! message   basic.deliver → an instance's handler → basic.ack (Ok) or basic.nack requeue
-//!           (Err or panic: the instance is shut down and, after restart_pause, replaced)
+//!           startup command, if any; Python consumers imported in a worker (--check)
+//!           per consumer: queue.declare Q.dead (and Q.delay.<ms> for on_failure: retry);
+//!           channel.open; basic.qos prefetch_count; basic.consume queue
+//! message   basic.deliver → an instance's handler → basic.ack (Ok), or on failure or
+//!           panic the consumer's on_failure (see [`failure`]); the instance is shut down
+//!           and, after restart_pause, replaced
+//! publish   handlers publish on a confirm-mode channel of the consumer's own
+//! cancel    basic.cancel from the broker → consume again with backoff (on_cancel)
 //! shutdown  SIGINT/SIGTERM → basic.cancel; buffered and waiting messages basic.nack requeue;
 //!           running handlers finish (until shutdown_timeout_ms) and are acked;
 //!           handler shutdown; channel.close; connection.close
@@ -42,22 +45,32 @@
 //! # }
 //! ```
 
+mod cli;
 mod command;
 pub mod config;
 mod consumer;
+pub mod failure;
 mod handler;
+mod health;
+mod process;
+mod publisher;
+mod router;
+mod worker;
 
-use std::process::ExitCode;
+use std::sync::Arc;
 
 use amqp_client::{
     Connection, ConnectionConfig, ExchangeDeclareOptions, FieldTable, QueueDeclareOptions,
 };
 
+pub use cli::{Ended, main_with};
 pub use config::{Config, ConfigError, HandlerSpec, connection_config, connection_config_from_env};
 pub use handler::{Handler, HandlerError, Message, MessageHandle, Registry};
+pub use health::{Health, serve_http};
 
 use command::CommandHandler;
 use handler::{DynHandler, Factory};
+use worker::{PythonWorker, WorkerSpec};
 
 /// What can stop the dispatcher.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +93,9 @@ pub enum DispatcherError {
     /// The startup command failed.
     #[error("startup command: {0}")]
     Startup(String),
+    /// A Python consumer class or the startup handler does not import.
+    #[error("python consumers: {0}")]
+    Python(String),
 }
 
 /// A configured dispatcher, ready to run.
@@ -87,6 +103,7 @@ pub struct Dispatcher {
     config: Config,
     factories: Vec<Factory>,
     connection: ConnectionConfig,
+    health: Health,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -112,13 +129,19 @@ impl Dispatcher {
         let factories = config
             .consumers
             .iter()
-            .map(|consumer| factory(consumer, &registry))
+            .map(|consumer| factory(&config, consumer, &registry))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             config,
             factories,
             connection,
+            health: Health::default(),
         })
+    }
+
+    /// What `/readyz` reports for this dispatcher once it runs (see [`serve_http`]).
+    pub fn health(&self) -> Health {
+        self.health.clone()
     }
 
     /// Connects, declares, runs the startup command, consumes until `shutdown` completes (or
@@ -128,8 +151,10 @@ impl Dispatcher {
     /// When connecting or declaring fails, the startup command fails, or a consumer ended by
     /// itself (after the others were stopped gracefully).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), DispatcherError> {
+        check_python(&self.config).await?;
         let conn = Connection::connect_with(self.connection).await?;
-        let result = run_on(&conn, &self.config, self.factories, shutdown).await;
+        self.health.connected(&conn, self.config.consumers.len());
+        let result = run_on(&conn, &self.config, self.factories, &self.health, shutdown).await;
         if let Err(e) = conn.close().await {
             tracing::debug!(error = %e, "closing the connection");
         }
@@ -138,9 +163,11 @@ impl Dispatcher {
 }
 
 fn factory(
+    config: &Config,
     consumer: &config::ConsumerConfig,
     registry: &Registry,
 ) -> Result<Factory, DispatcherError> {
+    let env = || process::handler_env(&config.env, &consumer.env);
     match &consumer.handler {
         HandlerSpec::Registered(name) => {
             registry
@@ -151,18 +178,58 @@ fn factory(
                 })
         }
         HandlerSpec::Command(command) => {
-            let handler = CommandHandler::new(command, consumer.command_timeout);
-            Ok(std::sync::Arc::new(move || {
+            let handler = CommandHandler::new(command, Arc::new(consumer.clone()), env());
+            Ok(Arc::new(move || {
                 Box::new(handler.clone()) as Box<dyn DynHandler>
             }))
         }
+        HandlerSpec::Python(class) => {
+            let spec = Arc::new(WorkerSpec {
+                python: config.python.clone(),
+                class: class.clone(),
+                startup: config.startup_handler.clone(),
+                env: env(),
+                timeout: consumer.command_timeout,
+                max_line: consumer.max_output.saturating_mul(2).max(1 << 16),
+            });
+            Ok(Arc::new(move || {
+                Box::new(PythonWorker::new(spec.clone())) as Box<dyn DynHandler>
+            }))
+        }
+        // HandlerSpec is non-exhaustive for users; every variant is handled above.
+        #[allow(unreachable_patterns)]
+        other => Err(DispatcherError::UnknownHandler {
+            consumer: consumer.name.clone(),
+            handler: format!("{other:?}"),
+        }),
     }
+}
+
+/// Imports the Python consumers and the startup handler in a worker, as a run will.
+///
+/// # Errors
+/// [`DispatcherError::Python`] with the worker's complaints.
+pub async fn check_python(config: &Config) -> Result<(), DispatcherError> {
+    let classes: Vec<&str> = config.python_classes().collect();
+    if classes.is_empty() && config.startup_handler.is_none() {
+        return Ok(());
+    }
+    let env = process::handler_env(&config.env, &Default::default());
+    worker::check(
+        &config.python,
+        &classes,
+        config.startup_handler.as_deref(),
+        &env,
+    )
+    .await
+    .map_err(DispatcherError::Python)
 }
 
 async fn run_on(
     conn: &Connection,
     config: &Config,
     factories: Vec<Factory>,
+    health: &Health,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DispatcherError> {
     declare(conn, config).await?;
@@ -171,8 +238,11 @@ async fn run_on(
     }
     let mut pools = Vec::new();
     for (consumer, factory) in config.consumers.iter().zip(factories) {
-        match consumer::start(conn, consumer, factory).await {
-            Ok(pool) => pools.push(pool),
+        match consumer::start(conn, Arc::new(consumer.clone()), factory).await {
+            Ok(pool) => {
+                health.consuming(&pool.name, pool.ready.clone());
+                pools.push(pool);
+            }
             Err(e) => {
                 stop_all(pools, config).await;
                 return Err(e.into());
@@ -221,7 +291,10 @@ async fn declare(conn: &Connection, config: &Config) -> Result<(), DispatcherErr
             auto_delete: queue.auto_delete,
             arguments: queue.field_table(),
         };
-        channel.queue_declare(&queue.name, options).await?;
+        channel
+            .queue_declare(&queue.name, options)
+            .await
+            .map_err(|e| passive_hint(queue, e))?;
         for binding in &queue.bindings {
             channel
                 .queue_bind(
@@ -254,6 +327,20 @@ async fn startup(command: &[String]) -> Result<(), DispatcherError> {
     }
 }
 
+/// A failed passive declare says what `passive: true` means: the original daemon ignored
+/// it and created the queue.
+fn passive_hint(queue: &config::QueueConfig, e: amqp_client::Error) -> DispatcherError {
+    if queue.passive {
+        DispatcherError::Startup(format!(
+            "queue {:?} is declared passive (it must exist already; the original \
+             amqp-dispatcher ignored `passive` and created it): {e}",
+            queue.name
+        ))
+    } else {
+        e.into()
+    }
+}
+
 /// Completes on SIGINT or SIGTERM (on Unix; Ctrl-C elsewhere).
 pub async fn shutdown_signal() {
     #[cfg(unix)]
@@ -275,137 +362,5 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// How the command line ended: its exit code, and the line to show the person, for
-/// standard output (`Ok`) or standard error (`Err`). The binary prints it; the library
-/// itself never prints.
-#[derive(Debug)]
-pub struct Ended {
-    /// The process's exit code.
-    pub code: ExitCode,
-    /// The line to print, if any.
-    pub message: Option<Result<String, String>>,
-}
-
-impl Ended {
-    fn error(code: u8, message: String) -> Self {
-        Self {
-            code: ExitCode::from(code),
-            message: Some(Err(message)),
-        }
-    }
-}
-
-/// The `amqp-dispatcher` command line with the handlers of `registry`, for binaries that
-/// register their own: `NAME --config FILE [--validate]`. Print [`Ended::message`] and exit
-/// with [`Ended::code`].
-///
-/// Exit codes: 0 after a graceful shutdown or a valid file, 1 when the dispatcher failed,
-/// 2 for a bad command line or configuration.
-pub async fn main_with(registry: Registry) -> Ended {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (path, validate) = match parse_args(&args) {
-        Ok(parsed) => parsed,
-        Err(message) => {
-            return Ended::error(
-                2,
-                format!("{message}\nusage: amqp-dispatcher --config FILE [--validate]"),
-            );
-        }
-    };
-    let config = match Config::load(std::path::Path::new(&path), registry.names()) {
-        Ok(config) => config,
-        Err(e) => return Ended::error(2, format!("{path}: {e}")),
-    };
-    if validate {
-        if let Err(e) = check_commands(&config) {
-            return Ended::error(2, format!("{path}: {e}"));
-        }
-        let ok = format!("{path}: ok ({} consumers)", config.consumers.len());
-        return Ended {
-            code: ExitCode::SUCCESS,
-            message: Some(Ok(ok)),
-        };
-    }
-    let dispatcher = connection_config_from_env()
-        .map_err(DispatcherError::from)
-        .and_then(|connection| Dispatcher::new(config, registry, connection));
-    let result = match dispatcher {
-        Ok(dispatcher) => dispatcher.run(shutdown_signal()).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(()) => Ended {
-            code: ExitCode::SUCCESS,
-            message: None,
-        },
-        Err(e) => Ended::error(1, format!("amqp-dispatcher: {e}")),
-    }
-}
-
-/// Checks that every external command's program exists (a path, or a name on `PATH`).
-fn check_commands(config: &Config) -> Result<(), String> {
-    for (i, consumer) in config.consumers.iter().enumerate() {
-        let HandlerSpec::Command(command) = &consumer.handler else {
-            continue;
-        };
-        let program = command.first().map(String::as_str).unwrap_or_default();
-        let found = if program.contains('/') {
-            std::path::Path::new(program).is_file()
-        } else {
-            std::env::var_os("PATH").is_some_and(|paths| {
-                std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-            })
-        };
-        if !found {
-            return Err(format!(
-                "consumers[{i}].command: program {program:?} not found"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `--config FILE` (or `--config=FILE`) and `--validate`.
-fn parse_args(args: &[String]) -> Result<(String, bool), String> {
-    let mut path = None;
-    let mut validate = false;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--validate" => validate = true,
-            "--config" => path = Some(args.next().ok_or("--config needs a file")?.clone()),
-            other => match other.strip_prefix("--config=") {
-                Some(file) => path = Some(file.to_owned()),
-                None => return Err(format!("unknown argument {other:?}")),
-            },
-        }
-    }
-    Ok((path.ok_or("--config FILE is required")?, validate))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn command_line() {
-        assert_eq!(
-            parse_args(&args(&["--config", "a.yml"])),
-            Ok(("a.yml".into(), false))
-        );
-        assert_eq!(
-            parse_args(&args(&["--validate", "--config=b.yml"])),
-            Ok(("b.yml".into(), true))
-        );
-        assert!(parse_args(&args(&["--validate"])).is_err());
-        assert!(parse_args(&args(&["--config"])).is_err());
-        assert!(parse_args(&args(&["-x"])).is_err());
     }
 }

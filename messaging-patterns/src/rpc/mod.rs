@@ -16,11 +16,14 @@
 //!          wait basic.ack; then basic.ack the request (requeued if the reply was refused)
 //! ```
 //!
-//! A handler's error is sent back as an empty reply with the header `x-rpc-error` (the
-//! client's [`RpcError::Remote`]); a request the server's codec cannot read is answered the
-//! same way and rejected without requeue (dead-lettered if the queue has a dead-letter
-//! exchange). Services that prefer a uniform body contract use [`Envelope`] as the response
-//! type instead.
+//! A handler's error is sent back as a reply with the header `x-rpc-error` (the client's
+//! [`RpcError::Remote`]); a request the server's codec cannot read is answered the same way
+//! and rejected without requeue (dead-lettered if the queue has a dead-letter exchange).
+//! The reply's body is empty, or, with [`RpcServerOptions::envelope_errors`], the JSON
+//! envelope `{"success": false, "data": {}, "message": ERROR}`: services whose clients are
+//! promised that every reply has the [`Envelope`] shape use it with `Envelope` as their
+//! response type, and then a handler error, a panic, an unreadable request and a handler
+//! past [`RpcServerOptions::handler_timeout`] all answer in that shape.
 //!
 //! # Example
 //!
@@ -40,16 +43,16 @@
 //! ```
 
 mod client;
+mod envelope;
 mod server;
 
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use crate::codec::CodecError;
 use crate::common::PublishFailure;
 
 pub use client::{ReplyQueue, RpcClient, RpcClientOptions};
+pub use envelope::Envelope;
 pub use server::{Request, RpcServer, RpcServerOptions};
 
 /// The header of a reply that carries the server's error instead of a response.
@@ -104,74 +107,6 @@ impl From<PublishFailure> for RpcError {
                 exchange,
                 routing_key,
             },
-        }
-    }
-}
-
-/// The optional uniform response contract `{"success": bool, "data": ..., "message": ...}`.
-///
-/// ```
-/// use messaging_patterns::rpc::Envelope;
-/// let ok = Envelope::ok(42);
-/// assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"success":true,"data":42,"message":null}"#);
-/// assert_eq!(ok.into_result().unwrap(), Some(42));
-///
-/// let failed: Envelope<u32> = serde_json::from_str(r#"{"success":false,"message":"no stock"}"#).unwrap();
-/// assert_eq!(failed.into_result().unwrap_err().to_string(), "the server failed: no stock");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope<T> {
-    /// True when the call succeeded.
-    pub success: bool,
-    /// The response, on success.
-    #[serde(default = "none")]
-    pub data: Option<T>,
-    /// A human-readable message; the error on failure.
-    #[serde(default)]
-    pub message: Option<String>,
-}
-
-fn none<T>() -> Option<T> {
-    None
-}
-
-impl<T> Envelope<T> {
-    /// A success carrying `data`.
-    pub fn ok(data: T) -> Self {
-        Self {
-            success: true,
-            data: Some(data),
-            message: None,
-        }
-    }
-
-    /// A failure with its message.
-    pub fn error(message: impl Into<String>) -> Self {
-        Self {
-            success: false,
-            data: None,
-            message: Some(message.into()),
-        }
-    }
-
-    /// A success or a failure from a handler's result.
-    pub fn from_result<E: std::fmt::Display>(result: Result<T, E>) -> Self {
-        match result {
-            Ok(data) => Self::ok(data),
-            Err(e) => Self::error(e.to_string()),
-        }
-    }
-
-    /// The data of a success (`None` when it carried none), or [`RpcError::Remote`] with the
-    /// message of a failure.
-    ///
-    /// # Errors
-    /// [`RpcError::Remote`] when `success` is false.
-    pub fn into_result(self) -> Result<Option<T>, RpcError> {
-        if self.success {
-            Ok(self.data)
-        } else {
-            Err(RpcError::Remote(self.message.unwrap_or_default()))
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The RPC server: requests in, replies out, requests acked after their reply.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use amqp_client::{
     BasicProperties, Channel, Connection, Consumer, Delivery, FieldTable, QueueDeclareOptions,
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{ERROR_HEADER, RpcError};
+use super::{ERROR_HEADER, Envelope, RpcError};
 use crate::codec::Codec;
 use crate::common::{
     catch_panic, consume_concurrently, content_type, headers_mut, message_properties, prefixed,
@@ -27,6 +28,13 @@ pub struct RpcServerOptions {
     pub concurrency: usize,
     /// Extra arguments of the request queue (`x-dead-letter-exchange`, ...).
     pub arguments: FieldTable,
+    /// Error replies carry the JSON envelope `{"success": false, "data": {}, "message":
+    /// ERROR}` as their body (besides the `x-rpc-error` header), for clients promised that
+    /// every reply has the [`super::Envelope`] shape.
+    pub envelope_errors: bool,
+    /// The longest a handler may run; past it the request is answered with an error
+    /// (`handler timed out after ...`) and acked.
+    pub handler_timeout: Option<Duration>,
 }
 
 impl Default for RpcServerOptions {
@@ -36,6 +44,8 @@ impl Default for RpcServerOptions {
             prefetch: 10,
             concurrency: 1,
             arguments: FieldTable::new(),
+            envelope_errors: false,
+            handler_timeout: None,
         }
     }
 }
@@ -64,6 +74,8 @@ struct Responder<Req, Resp> {
     channel: Channel,
     request_codec: Req,
     response_codec: Resp,
+    envelope_errors: bool,
+    handler_timeout: Option<Duration>,
 }
 
 impl RpcServer {
@@ -107,6 +119,8 @@ impl RpcServer {
             channel,
             request_codec,
             response_codec,
+            envelope_errors: options.envelope_errors,
+            handler_timeout: options.handler_timeout,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(
@@ -185,13 +199,13 @@ impl<Req: Codec, Resp: Codec> Responder<Req, Resp> {
             payload,
             properties: request.properties.clone(),
         };
-        let outcome = match catch_panic(handler(call)).await {
+        let outcome = match self.run(handler(call)).await {
             Ok(Ok(response)) => self
                 .response_codec
                 .encode(&response)
                 .map_err(|e| e.to_string()),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(panic) => Err(panic),
+            Err(panic_or_timeout) => Err(panic_or_timeout),
         };
         match self.reply(&request, outcome).await {
             Ok(()) => log_settle(request.ack().await),
@@ -200,6 +214,16 @@ impl<Req: Codec, Resp: Codec> Responder<Req, Resp> {
                 log_settle(request.nack(true).await);
             }
         }
+    }
+
+    /// Runs a handler, catching its panic and cutting it off at the handler timeout.
+    async fn run<T>(&self, work: impl Future<Output = T>) -> Result<T, String> {
+        let Some(limit) = self.handler_timeout else {
+            return catch_panic(work).await;
+        };
+        tokio::time::timeout(limit, catch_panic(work))
+            .await
+            .unwrap_or_else(|_| Err(format!("handler timed out after {limit:?}")))
     }
 
     /// Publishes the reply (a response body, or an error) and waits for its confirm. A
@@ -224,11 +248,25 @@ impl<Req: Codec, Resp: Codec> Responder<Req, Resp> {
             Ok(body) => body,
             Err(error) => {
                 headers_mut(&mut props).insert(ERROR_HEADER, error.as_str());
-                Bytes::new()
+                self.error_body(&mut props, error)
             }
         };
         publish_confirmed(&self.channel, "", reply_to, false, props, body).await?;
         Ok(())
+    }
+}
+
+impl<Req, Resp> Responder<Req, Resp> {
+    /// An error reply's body: empty, or the failure envelope.
+    fn error_body(&self, props: &mut BasicProperties, error: String) -> Bytes {
+        if !self.envelope_errors {
+            return Bytes::new();
+        }
+        props.content_type = Some(amqp_client::ShortStr::from_static("application/json"));
+        // An envelope of strings and an empty map always serialises.
+        serde_json::to_vec(&Envelope::<serde_json::Value>::error(error))
+            .map(Bytes::from)
+            .unwrap_or_default()
     }
 }
 

@@ -63,6 +63,7 @@ use crate::codec::{Codec, CodecError};
 use crate::common::{PublishFailure, message_properties, prefixed, publish_confirmed};
 
 pub use worker::{BatchOptions, Worker, WorkerEvent, WorkerOptions};
+pub(crate) use worker::{copy_properties, copy_then_ack, delivery_count, retry_count};
 
 /// Header counting the retries a job has had.
 pub const RETRY_COUNT_HEADER: &str = "x-retry-count";
@@ -172,7 +173,7 @@ pub struct QueueNames {
 }
 
 impl QueueNames {
-    fn new(prefix: &str, name: &str) -> Self {
+    pub(crate) fn new(prefix: &str, name: &str) -> Self {
         let queue = prefixed(prefix, name);
         Self {
             dead: format!("{queue}.dead"),
@@ -382,7 +383,7 @@ impl<C: Codec> WorkQueue<C> {
 }
 
 /// The distinct non-zero delays of a policy.
-fn delays(policy: &RetryPolicy) -> Vec<Duration> {
+pub(crate) fn delays(policy: &RetryPolicy) -> Vec<Duration> {
     let mut delays: Vec<Duration> = policy
         .delays
         .iter()
@@ -414,15 +415,29 @@ async fn declare_topology(
         main.insert("x-queue-type", "quorum");
     }
     channel.queue_declare(&names.queue, durable(main)).await?;
-    for delay in delays(&options.retry) {
+    declare_delay_queues(channel, names, &options.retry).await?;
+    Ok(())
+}
+
+/// Declares a delay queue per distinct delay of `retry`: a message expires there after its
+/// delay and is dead-lettered back to `names.queue`.
+pub(crate) async fn declare_delay_queues(
+    channel: &Channel,
+    names: &QueueNames,
+    retry: &RetryPolicy,
+) -> Result<(), amqp_client::Error> {
+    for delay in delays(retry) {
         let mut args = FieldTable::new();
         let ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         args.insert("x-message-ttl", ms);
         args.insert("x-dead-letter-exchange", "");
         args.insert("x-dead-letter-routing-key", names.queue.as_str());
-        channel
-            .queue_declare(&names.delay(delay), durable(args))
-            .await?;
+        let options = QueueDeclareOptions {
+            durable: true,
+            arguments: args,
+            ..QueueDeclareOptions::default()
+        };
+        channel.queue_declare(&names.delay(delay), options).await?;
     }
     Ok(())
 }

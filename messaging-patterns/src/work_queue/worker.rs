@@ -13,8 +13,8 @@ use super::{
 };
 use crate::codec::Codec;
 use crate::common::{
-    catch_panic, consume_concurrently, content_type, finish, header_int, headers_mut, next_or_stop,
-    publish_confirmed,
+    PublishFailure, catch_panic, consume_concurrently, content_type, finish, header_int,
+    headers_mut, next_or_stop, publish_confirmed,
 };
 
 /// RabbitMQ's default `consumer_timeout`: 30 minutes.
@@ -326,10 +326,7 @@ impl<C: Codec> Processor<C> {
     /// Decodes a delivery into a job; an unreadable or poison one is dead-lettered here.
     async fn admit(&self, delivery: &Delivery) -> Option<Job<C::Item>> {
         let props = &delivery.properties;
-        let delivery_count = header_int(props, DELIVERY_COUNT_HEADER)
-            .max(header_int(props, ACQUIRED_COUNT_HEADER))
-            .unwrap_or(0);
-        let delivery_count = u32::try_from(delivery_count).unwrap_or(0);
+        let delivery_count = delivery_count(props);
         if let Some(limit) = self.poison_limit.filter(|l| delivery_count >= *l) {
             let reason = format!(
                 "poison message: delivered {delivery_count} times without being settled (limit {limit})"
@@ -475,17 +472,9 @@ impl<C: Codec> Processor<C> {
         queue: &str,
         props: BasicProperties,
     ) -> bool {
-        let body = delivery.body.clone();
-        match publish_confirmed(&self.channel, "", queue, true, props, body).await {
-            Ok(()) => {
-                settle(delivery.ack().await);
-                true
-            }
+        match copy_then_ack(&self.channel, delivery, queue, props).await {
+            Ok(()) => true,
             Err(e) => {
-                tracing::error!(queue, error = %e, "copy not confirmed; requeueing the job");
-                // A pause, so that a missing queue does not become a hot redelivery loop.
-                tokio::time::sleep(REQUEUE_PAUSE).await;
-                settle(delivery.nack(true).await);
                 self.emit(WorkerEvent::Requeued {
                     error: e.to_string(),
                 });
@@ -495,6 +484,39 @@ impl<C: Codec> Processor<C> {
     }
 }
 
+/// Publishes a copy of `delivery` to `queue` and acks the original once the copy is
+/// confirmed; requeues the original (after a pause) otherwise, so nothing is lost.
+pub(crate) async fn copy_then_ack(
+    channel: &Channel,
+    delivery: &Delivery,
+    queue: &str,
+    props: BasicProperties,
+) -> Result<(), PublishFailure> {
+    let body = delivery.body.clone();
+    match publish_confirmed(channel, "", queue, true, props, body).await {
+        Ok(()) => {
+            settle(delivery.ack().await);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(queue, error = %e, "copy not confirmed; requeueing the message");
+            // A pause, so that a missing queue does not become a hot redelivery loop.
+            tokio::time::sleep(REQUEUE_PAUSE).await;
+            settle(delivery.nack(true).await);
+            Err(e)
+        }
+    }
+}
+
+/// Deliveries before this one that were not settled, from the broker's `x-delivery-count`
+/// or `x-acquired-count` (quorum queues only; 0 elsewhere).
+pub(crate) fn delivery_count(props: &BasicProperties) -> u32 {
+    let count = header_int(props, DELIVERY_COUNT_HEADER)
+        .max(header_int(props, ACQUIRED_COUNT_HEADER))
+        .unwrap_or(0);
+    u32::try_from(count).unwrap_or(0)
+}
+
 /// The handler's outcome, a panic turned into a retryable error.
 async fn guarded(work: impl Future<Output = Result<(), JobError>>) -> Result<(), JobError> {
     catch_panic(work)
@@ -502,7 +524,7 @@ async fn guarded(work: impl Future<Output = Result<(), JobError>>) -> Result<(),
         .unwrap_or_else(|panic| Err(JobError::retry(panic)))
 }
 
-fn retry_count(props: &BasicProperties) -> u32 {
+pub(crate) fn retry_count(props: &BasicProperties) -> u32 {
     header_int(props, RETRY_COUNT_HEADER)
         .and_then(|n| u32::try_from(n).ok())
         .unwrap_or(0)
@@ -511,7 +533,7 @@ fn retry_count(props: &BasicProperties) -> u32 {
 /// The properties of a retry or dead-letter copy: the original's, with the error, without the
 /// broker's delivery counters (a copy is a new message: a stale count would make it look
 /// poisoned).
-fn copy_properties(original: &BasicProperties, error: &str) -> BasicProperties {
+pub(crate) fn copy_properties(original: &BasicProperties, error: &str) -> BasicProperties {
     let mut props = original.clone();
     let headers = headers_mut(&mut props);
     headers.remove(DELIVERY_COUNT_HEADER);

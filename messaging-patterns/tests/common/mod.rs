@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use amqp_client::Connection;
 
+pub mod dispatch;
+
 /// `AMQP_URL`, or RabbitMQ's default on loopback.
 pub fn url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
