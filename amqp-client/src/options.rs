@@ -80,7 +80,10 @@ pub struct ConsumeOptions {
     pub no_ack: bool,
     /// The only consumer of the queue (403 if it has others).
     pub exclusive: bool,
-    /// Extra arguments: `x-priority`, `x-stream-offset`, ...
+    /// Extra arguments: `x-priority`, `x-stream-offset`, ... To consume a stream, pass a
+    /// stream argument (`x-stream-offset`, even `"next"`) unless the stream was declared
+    /// through this connection: that is how the client knows to hand unread deliveries back
+    /// with an ack (a stream refuses nacks) rather than a nack with requeue.
     pub arguments: FieldTable,
     /// How many deliveries the stream buffers; by default the channel's prefetch count, or
     /// 1024 when none was set. A consumer with acks never has more unacknowledged deliveries
