@@ -565,17 +565,29 @@ mod tests {
         assert_eq!(sorted, a);
         // And so after the wire, which keeps each side's order.
         let back = FieldTable::decode(&encode(&sorted)).unwrap();
-        assert_eq!(back.iter().next().map(|(k, _)| k.to_str().unwrap()), Some("a"));
+        assert_eq!(
+            back.iter().next().map(|(k, _)| k.to_str().unwrap()),
+            Some("a")
+        );
         assert_eq!(back, a);
     }
 
     #[test]
     fn tables_differ_in_a_value_a_name_or_an_entry() {
         let a = table(&[("a", FieldValue::I32(1)), ("b", FieldValue::I32(2))]);
-        assert_ne!(a, table(&[("b", FieldValue::I32(2)), ("a", FieldValue::I32(3))]));
-        assert_ne!(a, table(&[("b", FieldValue::I32(2)), ("c", FieldValue::I32(1))]));
+        assert_ne!(
+            a,
+            table(&[("b", FieldValue::I32(2)), ("a", FieldValue::I32(3))])
+        );
+        assert_ne!(
+            a,
+            table(&[("b", FieldValue::I32(2)), ("c", FieldValue::I32(1))])
+        );
         assert_ne!(a, table(&[("b", FieldValue::I32(2))]));
-        assert_ne!(a, table(&[("a", FieldValue::I64(1)), ("b", FieldValue::I32(2))]));
+        assert_ne!(
+            a,
+            table(&[("a", FieldValue::I64(1)), ("b", FieldValue::I32(2))])
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod at_least_once;
 pub mod cluster;
 pub mod private_node;
 pub mod proxy;
+pub mod rabbitmqctl;
 
 /// The broker URL the tests use: `AMQP_URL`, or RabbitMQ's default on loopback.
 pub fn amqp_url() -> String {
