@@ -2,6 +2,7 @@
 //!
 //! A missing broker is a loud failure that says how to start one, never a silent skip.
 
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -250,6 +251,23 @@ pub fn passive() -> amqp_client::QueueDeclareOptions {
         passive: true,
         ..Default::default()
     }
+}
+
+/// Runs `body`, then deletes `queue` whether it passed or panicked, on a connection of its
+/// own (the test's may be the thing that failed).
+pub async fn deleting_afterwards(queue: &str, body: impl Future<Output = ()>) {
+    use futures_util::FutureExt;
+    let outcome = std::panic::AssertUnwindSafe(body).catch_unwind().await;
+    let admin = connect().await;
+    let cleanup = match admin.open_channel().await {
+        Ok(channel) => channel.queue_delete(queue, Default::default()).await,
+        Err(e) => Err(e),
+    };
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    cleanup.expect("delete the queue");
 }
 
 /// How many messages `queue` holds ready, by a passive declare on `ch`.
