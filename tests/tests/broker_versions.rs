@@ -8,6 +8,8 @@
 //!   per node configuration (CI's 4.x node denies both). The test asks the node whether they
 //!   are permitted, with `RABBITMQCTL`, and checks the broker does what it says, and that the
 //!   client reports a refusal as the channel error it is, with the broker's code and text.
+//! - The broker's `frame_max` floor: 4096 (the spec's) before 4.1, 8192 from 4.1 on, which
+//!   refuses less by resetting the socket. The client never asks for less than 8192.
 //! - Stream filtering (`x-stream-filter-value` on publish, `x-stream-filter` on consume):
 //!   3.13 and later skip the chunks that hold no wanted value; older brokers ignore both.
 
@@ -19,9 +21,11 @@ use amqp_client::{
     ReplyCode,
 };
 use amqp_tests::{
-    config, connect, deleting_afterwards, exclusive, get_within, next_delivery, publish_confirmed,
-    rabbitmqctl, unique,
+    RawSession, config, connect, deleting_afterwards, exclusive, get_within, next_delivery,
+    publish_confirmed, rabbitmqctl, unique,
 };
+use amqp_wire::{Frame, FrameDecoder, Method};
+use bytes::BytesMut;
 use futures_util::StreamExt;
 
 /// The broker's `(major, minor)`, from the `version` server property.
@@ -315,4 +319,61 @@ async fn stream_filtering_skips_unwanted_chunks_from_3_13() {
     })
     .await;
     conn.close().await.unwrap();
+}
+
+/// Tunes a raw session to `frame_max` and says whether the broker opens the connection.
+/// A refusal must be a `connection.close` with 530 (3.x, 4.0) or a reset socket (4.1 and
+/// later): anything else fails the test.
+fn opens_with_frame_max(frame_max: u32) -> bool {
+    let (mut s, tune) = RawSession::open_to_tune();
+    s.tune_ok_and_open(frame_max, tune.channel_max);
+    let mut decoder = FrameDecoder::new(0);
+    let mut buf = BytesMut::new();
+    let answer = loop {
+        match decoder.decode(&mut buf) {
+            Ok(None) => {}
+            decoded => break decoded,
+        }
+        // Whatever arrives (the first read of at least one octet), or nothing at a reset.
+        let more = s.read_until_close(1);
+        if more.is_empty() {
+            assert!(buf.is_empty(), "the socket ended inside a frame");
+            return false;
+        }
+        buf.extend_from_slice(&more);
+    };
+    match answer {
+        Ok(Some(Frame::Method(_, Method::ConnectionOpenOk(_)))) => true,
+        Ok(Some(Frame::Method(_, Method::ConnectionClose(close)))) => {
+            assert_eq!(close.reply_code, ReplyCode::NOT_ALLOWED, "{close:?}");
+            let text = close.reply_text.to_str().unwrap_or_default();
+            assert!(text.contains("frame_max"), "{text}");
+            false
+        }
+        other => panic!("after tune-ok with frame_max {frame_max}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_broker_s_frame_max_floor_is_4096_before_4_1_and_8192_from_it() {
+    let conn = connect().await;
+    let version = version(&conn);
+    let config = conn.tune();
+    conn.close().await.unwrap();
+    let floor = if version >= (4, 1) { 8192 } else { 4096 };
+    let opened = tokio::task::spawn_blocking(move || {
+        [floor - 1, floor, 8192].map(|f| (f, opens_with_frame_max(f)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        opened,
+        [(floor - 1, false), (floor, true), (8192, true)],
+        "RabbitMQ {version:?}"
+    );
+    // The client never asks for less than 8192, which every version accepts.
+    assert!(config.frame_max >= 8192 || config.frame_max == 0);
+    let small = amqp_tests::connect_with_query("frame_max=4096").await;
+    assert_eq!(small.tune().frame_max, 8192);
+    small.close().await.unwrap();
 }
