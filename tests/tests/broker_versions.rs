@@ -90,7 +90,8 @@ async fn quorum_queues_have_a_delivery_limit_of_20_from_4_0() {
         .unwrap();
     deleting_afterwards(&queue, async {
         publish_confirmed(&ch, "", &queue, BasicProperties::default(), "again").await;
-        // Delivered 21 times, so requeued 20 times: within the limit.
+        // 21 deliveries, each requeued: the 21st carries x-delivery-count 20, the limit, and
+        // its requeue is the one past it.
         requeue_times(&ch, &queue, 21).await;
         if version >= (4, 0) {
             // The 21st requeue passes the limit: the message is dead-lettered, not requeued.
