@@ -244,7 +244,15 @@ fn sized<'a>(i: &'a [u8], depth: usize) -> PResult<'a, &'a [u8]> {
     wire::take(i, len as usize)
 }
 
-/// A field table: an ordered list of (name, value) entries, as RabbitMQ keeps it.
+/// A field table: a map from names to values, kept as the list of entries it came in.
+///
+/// AMQP tables are maps, and brokers do not keep their order: RabbitMQ 3.x hands headers back
+/// in the order they were published, RabbitMQ 4 sorts them by name. So equality (`==`) is a
+/// map's: two tables are equal when they hold the same names with equal values, whatever the
+/// order, at every level of nesting ([`FieldArray`]s, being lists, do compare in order). Names
+/// that appear more than once (only a peer can send those; [`FieldTable::insert`] replaces)
+/// compare their values in the order they came. [`FieldTable::iter`] and the encoding keep the
+/// order of the entries as they were inserted or received.
 ///
 /// Decoding keeps names and string values as slices of the received frame. Building one:
 ///
@@ -255,9 +263,28 @@ fn sized<'a>(i: &'a [u8], depth: usize) -> PResult<'a, &'a [u8]> {
 /// args.insert("x-queue-type", "quorum");
 /// assert_eq!(args.get("x-message-ttl").and_then(FieldValue::as_i64), Some(60_000));
 /// assert_eq!(args.get("x-queue-type").and_then(FieldValue::as_str), Some("quorum"));
+///
+/// // The same entries in another order: an equal table.
+/// let mut sorted = FieldTable::new();
+/// sorted.insert("x-queue-type", "quorum");
+/// sorted.insert("x-message-ttl", 60_000i32);
+/// assert_eq!(args, sorted);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct FieldTable(Vec<(ShortStr, FieldValue)>);
+
+impl PartialEq for FieldTable {
+    /// Map equality: the same names with equal values, in any order (see [`FieldTable`]).
+    fn eq(&self, other: &Self) -> bool {
+        if self.0.len() != other.0.len() {
+            return false;
+        }
+        if self.0.iter().zip(&other.0).all(|(a, b)| a == b) {
+            return true;
+        }
+        self.by_name() == other.by_name()
+    }
+}
 
 impl FieldTable {
     /// An empty table (no allocation).
@@ -323,6 +350,13 @@ impl FieldTable {
         size_of::<Self>()
             + self.0.capacity() * size_of::<(ShortStr, FieldValue)>()
             + self.0.iter().map(|(_, v)| v.nested_size()).sum::<usize>()
+    }
+
+    /// The entries sorted by name; a stable sort, so entries sharing a name keep their order.
+    fn by_name(&self) -> Vec<&(ShortStr, FieldValue)> {
+        let mut entries: Vec<_> = self.0.iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
     }
 
     /// The encoded size, the 4-octet length included.
@@ -534,5 +568,91 @@ mod tests {
         assert_eq!(t.get("a"), Some(&FieldValue::I32(2)));
         assert_eq!(t.remove("a"), Some(FieldValue::I32(2)));
         assert!(t.is_empty());
+    }
+
+    fn table(entries: &[(&str, FieldValue)]) -> FieldTable {
+        let mut t = FieldTable::new();
+        for (k, v) in entries {
+            t.insert_short(ShortStr::try_from(*k).unwrap(), v.clone());
+        }
+        t
+    }
+
+    #[test]
+    fn tables_are_equal_as_maps_whatever_the_order() {
+        let inner = table(&[("y", FieldValue::I32(2)), ("x", FieldValue::Bool(true))]);
+        let inner_sorted = table(&[("x", FieldValue::Bool(true)), ("y", FieldValue::I32(2))]);
+        let a = table(&[
+            ("b", FieldValue::I32(1)),
+            ("a", FieldValue::Table(inner)),
+            ("c", FieldValue::from("s")),
+        ]);
+        // What RabbitMQ 4 hands back: names sorted, at every level.
+        let sorted = table(&[
+            ("a", FieldValue::Table(inner_sorted)),
+            ("b", FieldValue::I32(1)),
+            ("c", FieldValue::from("s")),
+        ]);
+        assert_eq!(a, sorted);
+        assert_eq!(sorted, a);
+        // And so after the wire, which keeps each side's order.
+        let back = FieldTable::decode(&encode(&sorted)).unwrap();
+        assert_eq!(
+            back.iter().next().map(|(k, _)| k.to_str().unwrap()),
+            Some("a")
+        );
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn tables_differ_in_a_value_a_name_or_an_entry() {
+        let a = table(&[("a", FieldValue::I32(1)), ("b", FieldValue::I32(2))]);
+        assert_ne!(
+            a,
+            table(&[("b", FieldValue::I32(2)), ("a", FieldValue::I32(3))])
+        );
+        assert_ne!(
+            a,
+            table(&[("b", FieldValue::I32(2)), ("c", FieldValue::I32(1))])
+        );
+        assert_ne!(a, table(&[("b", FieldValue::I32(2))]));
+        assert_ne!(
+            a,
+            table(&[("a", FieldValue::I64(1)), ("b", FieldValue::I32(2))])
+        );
+    }
+
+    #[test]
+    fn arrays_inside_tables_still_compare_in_order() {
+        let list = |v: [i32; 2]| FieldValue::Array(v.into_iter().collect());
+        let a = table(&[("list", list([1, 2])), ("n", FieldValue::Void)]);
+        assert_eq!(a, table(&[("n", FieldValue::Void), ("list", list([1, 2]))]));
+        assert_ne!(a, table(&[("n", FieldValue::Void), ("list", list([2, 1]))]));
+    }
+
+    #[test]
+    fn repeated_names_from_a_peer_compare_their_values_in_order() {
+        // insert() never repeats a name; a decoded table may. Built as the wire would carry it.
+        let wire = |values: [i32; 2], other_first: bool| {
+            let mut body = BytesMut::new();
+            let mut entry = |name: &'static str, v: i32| {
+                put_short_str(&mut body, &ShortStr::from_static(name));
+                FieldValue::I32(v).encode(&mut body);
+            };
+            if other_first {
+                entry("z", 0);
+            }
+            entry("d", values[0]);
+            entry("d", values[1]);
+            if !other_first {
+                entry("z", 0);
+            }
+            let mut raw = BytesMut::new();
+            raw.put_u32(body.len() as u32);
+            raw.extend_from_slice(&body);
+            FieldTable::decode(&raw.freeze()).unwrap()
+        };
+        assert_eq!(wire([1, 2], false), wire([1, 2], true));
+        assert_ne!(wire([1, 2], false), wire([2, 1], true));
     }
 }

@@ -2,11 +2,14 @@
 //!
 //! A missing broker is a loud failure that says how to start one, never a silent skip.
 
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use amqp_wire::methods::{ChannelOpen, ConnectionOpen, ConnectionStartOk, ConnectionTuneOk};
+use amqp_wire::methods::{
+    ChannelOpen, ConnectionOpen, ConnectionStartOk, ConnectionTune, ConnectionTuneOk,
+};
 use amqp_wire::{
     ChannelId, FieldTable, FieldValue, Frame, FrameDecoder, LongStr, Method, ShortStr,
 };
@@ -17,6 +20,7 @@ pub mod cluster;
 pub mod hostile;
 pub mod private_node;
 pub mod proxy;
+pub mod rabbitmqctl;
 
 /// The broker URL the tests use: `AMQP_URL`, or RabbitMQ's default on loopback.
 pub fn amqp_url() -> String {
@@ -68,6 +72,20 @@ impl RawSession {
     /// # Panics
     /// With a message that says how to start a broker when none answers.
     pub fn open() -> Self {
+        let (mut s, tune) = Self::open_to_tune();
+        s.tune_ok_and_open(tune.frame_max, tune.channel_max);
+        let Frame::Method(_, Method::ConnectionOpenOk(_)) = s.recv() else {
+            panic!("expected connection.open-ok");
+        };
+        s
+    }
+
+    /// Connects and answers `connection.start`; returns the broker's `connection.tune`, for a
+    /// test that tunes the connection itself ([`RawSession::tune_ok_and_open`]).
+    ///
+    /// # Panics
+    /// As [`RawSession::open`].
+    pub fn open_to_tune() -> (Self, ConnectionTune) {
         let addr = broker_addr();
         let stream = TcpStream::connect(&addr).unwrap_or_else(|e| {
             panic!(
@@ -87,11 +105,11 @@ impl RawSession {
             frame_max: 0,
         };
         s.write_raw(&amqp_wire::ProtocolVersion::AMQP_0_9_1.header());
-        s.handshake();
-        s
+        let tune = s.start_ok();
+        (s, tune)
     }
 
-    fn handshake(&mut self) {
+    fn start_ok(&mut self) -> ConnectionTune {
         let Frame::Method(_, Method::ConnectionStart(start)) = self.recv() else {
             panic!("expected connection.start");
         };
@@ -114,13 +132,19 @@ impl RawSession {
         let Frame::Method(_, Method::ConnectionTune(tune)) = self.recv() else {
             panic!("expected connection.tune");
         };
-        self.frame_max = tune.frame_max;
-        self.decoder.set_max_frame_size(tune.frame_max);
+        tune
+    }
+
+    /// Sends `connection.tune-ok` with `frame_max` (no heartbeats) and `connection.open` for
+    /// vhost `/`; the broker's answer is for the caller to read.
+    pub fn tune_ok_and_open(&mut self, frame_max: u32, channel_max: u16) {
+        self.frame_max = frame_max;
+        self.decoder.set_max_frame_size(frame_max);
         self.send_method(
             ChannelId(0),
             ConnectionTuneOk {
-                channel_max: tune.channel_max,
-                frame_max: tune.frame_max,
+                channel_max,
+                frame_max,
                 heartbeat: 0,
             },
         );
@@ -130,9 +154,6 @@ impl RawSession {
                 virtual_host: ShortStr::from_static("/"),
             },
         );
-        let Frame::Method(_, Method::ConnectionOpenOk(_)) = self.recv() else {
-            panic!("expected connection.open-ok");
-        };
     }
 
     /// Opens channel `id` and waits for open-ok.
@@ -250,6 +271,23 @@ pub fn passive() -> amqp_client::QueueDeclareOptions {
         passive: true,
         ..Default::default()
     }
+}
+
+/// Runs `body`, then deletes `queue` whether it passed or panicked, on a connection of its
+/// own (the test's may be the thing that failed).
+pub async fn deleting_afterwards(queue: &str, body: impl Future<Output = ()>) {
+    use futures_util::FutureExt;
+    let outcome = std::panic::AssertUnwindSafe(body).catch_unwind().await;
+    let admin = connect().await;
+    let cleanup = match admin.open_channel().await {
+        Ok(channel) => channel.queue_delete(queue, Default::default()).await,
+        Err(e) => Err(e),
+    };
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    cleanup.expect("delete the queue");
 }
 
 /// How many messages `queue` holds ready, by a passive declare on `ch`.

@@ -2,48 +2,37 @@
 //!
 //! The one test here sets RabbitMQ's memory watermark to 0, which blocks every publisher on
 //! the broker, so it lives alone in its own test binary (cargo runs test binaries one after
-//! another). The watermark is always put back to 0.4, even when the test fails.
+//! another). The watermark is always put back to 0.4, even when the test fails. The alarm is
+//! raised with `RABBITMQCTL` (see [`amqp_tests::rabbitmqctl`]) on the node behind `AMQP_URL`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use amqp_client::{BasicProperties, Confirmation, ConnectionConfig, Error, PublishOptions};
-use amqp_tests::{amqp_url, exclusive, publish_confirmed, unique};
+use amqp_tests::{amqp_url, exclusive, publish_confirmed, rabbitmqctl, unique};
 
 const RESTORED_WATERMARK: &str = "0.4";
-
-fn rabbitmqctl(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run rabbitmqctl: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "rabbitmqctl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
 
 /// Puts the watermark back when dropped, panic or not.
 struct RestoreWatermark;
 
 impl Drop for RestoreWatermark {
     fn drop(&mut self) {
-        if let Err(e) = rabbitmqctl(&["set_vm_memory_high_watermark", RESTORED_WATERMARK]) {
+        if let Err(e) = rabbitmqctl::run(&["set_vm_memory_high_watermark", RESTORED_WATERMARK]) {
             eprintln!("COULD NOT RESTORE THE MEMORY WATERMARK, the broker stays blocked: {e}");
         }
     }
 }
 
 async fn ctl(args: &'static [&'static str]) {
-    tokio::task::spawn_blocking(move || rabbitmqctl(args))
+    if let Err(e) = tokio::task::spawn_blocking(move || rabbitmqctl::run(args))
         .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("the rabbitmqctl task")
+    {
+        panic!(
+            "this test raises a memory alarm on the broker at {} with RABBITMQCTL: {e}",
+            amqp_url()
+        );
+    }
 }
 
 async fn wait_blocked(conn: &amqp_client::Connection, blocked: bool) {
@@ -57,13 +46,6 @@ async fn wait_blocked(conn: &amqp_client::Connection, blocked: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_alarm_blocks_publishing_until_it_clears() {
-    if Command::new("rabbitmqctl").arg("--help").output().is_err() {
-        panic!(
-            "rabbitmqctl is not installed or not on PATH: this test needs it to raise a memory \
-             alarm on the broker at {} (CI has it; run the tests as a user allowed to use it)",
-            amqp_url()
-        );
-    }
     let config = ConnectionConfig {
         blocked_timeout: Some(Duration::from_millis(300)),
         ..amqp_tests::config()

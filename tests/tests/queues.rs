@@ -5,8 +5,6 @@
 //! Quorum and stream queues must be durable and non-exclusive; each test deletes its own,
 //! even when it fails.
 
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use amqp_client::{
@@ -14,10 +12,10 @@ use amqp_client::{
     ReplyCode,
 };
 use amqp_tests::{
-    connect, exclusive, message_count, next_delivery, passive, publish_confirmed, unique,
+    connect, deleting_afterwards, exclusive, message_count, next_delivery, passive,
+    publish_confirmed, unique,
 };
 use amqp_wire::ShortStr;
-use futures_util::FutureExt;
 
 fn exclusive_with(arguments: FieldTable) -> QueueDeclareOptions {
     QueueDeclareOptions {
@@ -25,22 +23,6 @@ fn exclusive_with(arguments: FieldTable) -> QueueDeclareOptions {
         arguments,
         ..Default::default()
     }
-}
-
-/// Runs `body`, then deletes `queue` whether it passed or panicked, on a connection of its
-/// own (the test's may be the thing that failed).
-async fn deleting_afterwards(queue: &str, body: impl Future<Output = ()>) {
-    let outcome = AssertUnwindSafe(body).catch_unwind().await;
-    let admin = connect().await;
-    let cleanup = match admin.open_channel().await {
-        Ok(channel) => channel.queue_delete(queue, Default::default()).await,
-        Err(e) => Err(e),
-    };
-    let _ = admin.close().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-    cleanup.expect("delete the queue");
 }
 
 #[tokio::test]

@@ -6,7 +6,6 @@
 //! the tests also hold on RabbitMQ 4.x. The shared broker is never stopped: the test that
 //! restarts a broker is `recovery_private_node.rs`.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use amqp_client::{
 };
 use amqp_tests::at_least_once::{self, Progress, Spec};
 use amqp_tests::proxy::{Direction, Proxy};
+use amqp_tests::rabbitmqctl::close_connections_named;
 use amqp_tests::{config, exclusive, message_count, publish_confirmed, unique};
 use tokio::sync::broadcast;
 
@@ -296,32 +296,6 @@ async fn confirmed_messages_survive_a_storm_of_cuts_in_handshakes_and_replays() 
     assert!(cut >= 20, "{cut} cuts: {report}");
 }
 
-/// Closes, with `rabbitmqctl`, the broker-side connections whose client gave `name`;
-/// returns how many.
-fn close_connections_named(name: &str) -> usize {
-    let listed = Command::new("rabbitmqctl")
-        .args(["-s", "list_connections", "pid", "client_properties"])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("rabbitmqctl is needed for this test ({e}); scripts/ensure-rabbitmq installs it")
-        });
-    let text = String::from_utf8_lossy(&listed.stdout);
-    let wanted = format!("{{\"connection_name\",\"{name}\"}}");
-    let pids: Vec<String> = text
-        .lines()
-        .filter(|line| line.contains(&wanted))
-        .filter_map(|line| line.split('\t').next())
-        .map(str::to_owned)
-        .collect();
-    for pid in &pids {
-        // It may be gone already; that is fine.
-        let _ = Command::new("rabbitmqctl")
-            .args(["-q", "close_connection", pid, "recovery fault test"])
-            .status();
-    }
-    pids.len()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_messages_survive_connections_closed_by_the_broker() {
     amqp_tests::init_logging();
@@ -353,7 +327,7 @@ async fn confirmed_messages_survive_connections_closed_by_the_broker() {
                 let closed = tokio::task::spawn_blocking(move || {
                     names
                         .iter()
-                        .map(|n| close_connections_named(n))
+                        .map(|n| close_connections_named(n, "recovery fault test"))
                         .sum::<usize>()
                 })
                 .await

@@ -2,7 +2,6 @@
 //! user-provided name, so no other connection is touched) and the client restores channels,
 //! a server-named queue, its binding and its consumer, whose stream carries on.
 
-use std::process::Command;
 use std::time::Duration;
 
 use amqp_client::{
@@ -12,28 +11,13 @@ use amqp_client::{
 use amqp_tests::{amqp_url, unique};
 use futures_util::StreamExt;
 
-/// Closes the broker-side connection whose client gave `name`, with `rabbitmqctl`.
+/// Closes the broker-side connection whose client gave `name`, with `RABBITMQCTL`.
 fn close_connection_named(name: &str) {
-    let listed = Command::new("rabbitmqctl")
-        .args(["-s", "list_connections", "pid", "client_properties"])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("rabbitmqctl is needed for this test ({e}); scripts/ensure-rabbitmq installs it")
-        });
-    let text = String::from_utf8_lossy(&listed.stdout);
-    // RabbitMQ keeps the name as the `connection_name` client property.
-    let wanted = format!("{{\"connection_name\",\"{name}\"}}");
-    let pid = text
-        .lines()
-        .find(|line| line.contains(&wanted))
-        .and_then(|line| line.split('\t').next())
-        .unwrap_or_else(|| panic!("no connection named {name} in:\n{text}"))
-        .to_owned();
-    let status = Command::new("rabbitmqctl")
-        .args(["-q", "close_connection", &pid, "recovery test"])
-        .status()
-        .expect("rabbitmqctl close_connection");
-    assert!(status.success());
+    let closed = amqp_tests::rabbitmqctl::close_connections_named(name, "recovery test");
+    assert_eq!(
+        closed, 1,
+        "connections named {name} on the node RABBITMQCTL drives (it must be AMQP_URL's)"
+    );
 }
 
 async fn next_event(
