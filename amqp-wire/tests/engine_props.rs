@@ -1051,15 +1051,17 @@ impl Run {
                 which,
                 content,
             } => {
-                // RabbitMQ returns an unroutable publish while it handles it, and confirms it
-                // in the very next confirm frame on the channel: a single ack of its tag, or a
-                // `multiple` one up to it. Any mandatory publish can be the unroutable one (a
-                // headers exchange routes by message, not by key).
+                // RabbitMQ returns an unroutable publish before it confirms it, and handles
+                // publishes in order: only the oldest unreturned one of a route can be next.
                 let mut candidates = Vec::new();
                 for &ch in &usable {
+                    let mut seen = Vec::new();
                     for (&seq, u) in &self.channels[&ch].unconfirmed {
-                        if u.route.is_some() {
-                            candidates.push((ch, seq));
+                        if let (Some(route), None) = (&u.route, &u.returned) {
+                            if !seen.contains(route) {
+                                seen.push(route.clone());
+                                candidates.push((ch, seq));
+                            }
                         }
                     }
                 }
@@ -1080,40 +1082,10 @@ impl Run {
                 };
                 let id = header.properties.message_id.clone();
                 frames.extend(content);
-                // An oversized return closes the channel: its confirm finds it gone.
-                let listens = self.engine_listens(ch) && !self.oversized.contains(&ch);
-                let multiple = which % 2 == 1;
                 let c = self.channels.get_mut(&ch).expect("channel");
                 c.unconfirmed.get_mut(&seq).expect("unconfirmed").returned = id;
-                let settled: Vec<u64> = if multiple {
-                    c.unconfirmed
-                        .keys()
-                        .copied()
-                        .filter(|&t| t <= seq)
-                        .collect()
-                } else {
-                    vec![seq]
-                };
-                for t in settled {
-                    let u = c.unconfirmed.remove(&t).expect("unconfirmed");
-                    let outcome = match u.returned {
-                        None => Outcome::Ack,
-                        Some(id) => Outcome::Returned(id),
-                    };
-                    if listens {
-                        x.confirms.push((ch, t, outcome));
-                    }
-                }
-                let delivery_tag = DeliveryTag(seq);
-                frames.push(method(
-                    ch,
-                    BasicAck {
-                        delivery_tag,
-                        multiple,
-                    },
-                ));
-                if listens {
-                    // Resolved in its confirm: no event of its own.
+                if self.engine_listens(ch) {
+                    // Kept for the confirm: no event of its own.
                     x.forbid(
                         format!("a return event on {ch}"),
                         move |e| matches!(e, Event::Returned { channel, .. } if channel.0 == ch),

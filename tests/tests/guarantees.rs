@@ -12,6 +12,32 @@ use amqp_tests::proxy::Proxy;
 use amqp_tests::{connect, exclusive, message_count, next_delivery, unique};
 use bytes::Bytes;
 
+/// A durable queue's options (RabbitMQ 4 refuses transient non-exclusive ones) that expire a
+/// minute after their last use, so a crashed run leaves nothing behind for long.
+fn durable_expiring() -> amqp_client::QueueDeclareOptions {
+    amqp_client::QueueDeclareOptions {
+        durable: true,
+        arguments: [("x-expires", 60_000i32)].into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+/// Publishes `count` small messages to `queue` without waiting for confirms.
+async fn publish_unconfirmed(ch: &amqp_client::Channel, queue: &str, count: usize) {
+    for _ in 0..count {
+        let _unconfirmed = ch
+            .publish(
+                "",
+                queue,
+                PublishOptions::default(),
+                BasicProperties::default(),
+                "m",
+            )
+            .await
+            .expect("publish");
+    }
+}
+
 /// Polls until `queue` holds `want` messages, failing with what it holds after 10 s.
 async fn wait_for_count(ch: &amqp_client::Channel, queue: &str, want: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -131,11 +157,7 @@ async fn a_tag_kept_from_before_a_recovery_is_stale_not_a_new_delivery() {
     let mut events = conn.events();
     let ch = conn.open_channel().await.expect("channel");
     let queue = unique("stale");
-    let options = amqp_client::QueueDeclareOptions {
-        durable: true,
-        arguments: [("x-expires", 60_000i32)].into_iter().collect(),
-        ..Default::default()
-    };
+    let options = durable_expiring();
     ch.queue_declare(&queue, options).await.expect("queue");
     let mut consumer = ch
         .consume(&queue, ConsumeOptions::default())
@@ -187,18 +209,7 @@ async fn an_unread_consumer_does_not_delay_another_channels_confirms() {
     let ch = conn.open_channel().await.expect("channel");
     let queue = ch.queue_declare("", exclusive()).await.expect("queue").name;
     let queue = queue.to_str().expect("utf-8").to_owned();
-    for _ in 0..500 {
-        let _unconfirmed = ch
-            .publish(
-                "",
-                &queue,
-                PublishOptions::default(),
-                BasicProperties::default(),
-                "m",
-            )
-            .await
-            .expect("publish");
-    }
+    publish_unconfirmed(&ch, &queue, 500).await;
     let slow = conn.open_channel().await.expect("channel");
     let options = ConsumeOptions {
         buffer: Some(5),
@@ -208,11 +219,7 @@ async fn an_unread_consumer_does_not_delay_another_channels_confirms() {
     let publisher = conn.open_channel().await.expect("channel");
     publisher.confirm_select().await.expect("confirm.select");
     let other = unique("other");
-    let options = amqp_client::QueueDeclareOptions {
-        durable: true,
-        arguments: [("x-expires", 60_000i32)].into_iter().collect(),
-        ..Default::default()
-    };
+    let options = durable_expiring();
     publisher
         .queue_declare(&other, options)
         .await
@@ -264,26 +271,11 @@ async fn returns_nobody_listens_to_are_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_sends_everything_published_before_it() {
     let queue = unique("close-order");
-    let options = amqp_client::QueueDeclareOptions {
-        durable: true,
-        arguments: [("x-expires", 60_000i32)].into_iter().collect(),
-        ..Default::default()
-    };
+    let options = durable_expiring();
     let conn = connect().await;
     let ch = conn.open_channel().await.expect("channel");
     ch.queue_declare(&queue, options).await.expect("queue");
-    for _ in 0..1000 {
-        let _not_confirmed = ch
-            .publish(
-                "",
-                &queue,
-                PublishOptions::default(),
-                BasicProperties::default(),
-                "m",
-            )
-            .await
-            .expect("publish");
-    }
+    publish_unconfirmed(&ch, &queue, 1000).await;
     // Right away: the close must not overtake the publishes still queued before it.
     conn.close().await.expect("close");
     let check = connect().await;

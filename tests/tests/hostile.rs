@@ -265,16 +265,7 @@ async fn a_confirm_the_broker_never_sends_resolves_outcome_unknown() {
     let conn = Connection::connect_with(config).await.expect("connect");
     let channel = conn.open_channel().await.expect("channel");
     channel.confirm_select().await.expect("confirm.select");
-    let confirm = channel
-        .publish(
-            "",
-            "q",
-            PublishOptions::default(),
-            BasicProperties::default(),
-            "x",
-        )
-        .await
-        .expect("publish");
+    let confirm = publish_one(&channel).await;
     let started = Instant::now();
     let outcome = confirm.await;
     assert!(matches!(outcome, Err(Error::OutcomeUnknown)), "{outcome:?}");
@@ -298,7 +289,13 @@ async fn endless_timeouts_are_accepted_and_mean_no_deadline() {
     config.blocked_timeout = Some(Duration::MAX);
     let conn = Connection::connect_with(config).await.expect("connect");
     let channel = conn.open_channel().await.expect("channel");
-    let _unconfirmed = channel
+    let _unconfirmed = publish_one(&channel).await;
+    drop(conn);
+}
+
+/// Publishes one small message to the default exchange.
+async fn publish_one(channel: &amqp_client::Channel) -> amqp_client::Confirm {
+    channel
         .publish(
             "",
             "q",
@@ -307,8 +304,7 @@ async fn endless_timeouts_are_accepted_and_mean_no_deadline() {
             "x",
         )
         .await
-        .expect("publish");
-    drop(conn);
+        .expect("publish")
 }
 
 /// A broker that stops reading after the channel opens, and goes on sending heartbeats every

@@ -6,7 +6,7 @@ use super::channel::{After, ChannelState, Consumer, Pending, Phase};
 use super::error::{CloseReason, Initiator, UsageError};
 use super::event::RequestId;
 use super::shared::Shared;
-use super::tags::Confirms;
+use super::tags::{Confirms, Returnable};
 use crate::error::ReplyCode;
 use crate::frame::FRAME_OVERHEAD;
 use crate::frame::content::{BasicProperties, ContentHeader};
@@ -195,9 +195,14 @@ impl Channel<'_> {
                 frame_max,
             });
         }
-        let route = publish
-            .mandatory
-            .then(|| (publish.exchange.clone(), publish.routing_key.clone()));
+        // A mandatory publish in confirm mode keeps what a return would carry back, to find
+        // the publish a return belongs to (refcounted: the body is not copied).
+        let returnable = (publish.mandatory && self.state.confirms.is_some()).then(|| Returnable {
+            exchange: publish.exchange.clone(),
+            routing_key: publish.routing_key.clone(),
+            properties: properties.clone(),
+            body: body.clone(),
+        });
         self.shared
             .out
             .push_content_frames(self.state.id, &publish.into(), &header, body, frame_max)
@@ -205,7 +210,7 @@ impl Channel<'_> {
                 size: largest,
                 frame_max,
             })?;
-        Ok(self.state.confirms.as_mut().map(|c| c.publish(route)))
+        Ok(self.state.confirms.as_mut().map(|c| c.publish(returnable)))
     }
 
     /// Acknowledges a delivery (with `multiple`, every one up to it).

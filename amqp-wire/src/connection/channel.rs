@@ -263,7 +263,7 @@ impl ChannelState {
 
     fn confirm(&mut self, sh: &mut Shared, tag: u64, multiple: bool, ack: bool) {
         let channel = self.id;
-        let unmatched = match &mut self.confirms {
+        let known = match &mut self.confirms {
             Some(confirms) => confirms.settle(tag, multiple, ack, |tag, outcome| {
                 sh.events.push_back(Event::Confirm {
                     channel,
@@ -271,20 +271,14 @@ impl ChannelState {
                     outcome,
                 });
             }),
-            None => None,
+            None => false,
         };
-        let Some(unmatched) = unmatched else {
+        if !known {
             let text = format!("PRECONDITION_FAILED - broker confirmed unknown delivery tag {tag}");
             let method = if ack { (60, 80) } else { (60, 120) };
             let mut reason = CloseReason::library(ReplyCode::PRECONDITION_FAILED, &text);
             (reason.class_id, reason.method_id) = method;
-            return self.close_by_library(sh, reason);
-        };
-        for message in unmatched {
-            sh.events.push_back(Event::Returned {
-                channel,
-                message: Box::new(message),
-            });
+            self.close_by_library(sh, reason);
         }
     }
 

@@ -6,15 +6,38 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 use super::event::{Confirmation, Returned};
+use crate::frame::content::BasicProperties;
 use crate::types::{DeliveryTag, ShortStr};
+
+/// What a `basic.return` carries back of a mandatory publish: its route and its content.
+#[derive(Debug)]
+pub(crate) struct Returnable {
+    pub(crate) exchange: ShortStr,
+    pub(crate) routing_key: ShortStr,
+    pub(crate) properties: BasicProperties,
+    /// The caller's `Bytes`, refcounted, not copied.
+    pub(crate) body: Bytes,
+}
+
+impl Returnable {
+    fn route_of(&self, message: &Returned) -> bool {
+        self.exchange == message.exchange && self.routing_key == message.routing_key
+    }
+
+    fn content_of(&self, message: &Returned) -> bool {
+        self.body == message.body && self.properties == message.properties
+    }
+}
 
 /// A publish waiting for its confirm.
 #[derive(Debug)]
 struct Unconfirmed {
     tag: u64,
-    /// Exchange and routing key of a mandatory publish, to match a `basic.return` to it.
-    route: Option<(ShortStr, ShortStr)>,
+    /// A mandatory publish's route and content, to match a `basic.return` to it.
+    returnable: Option<Box<Returnable>>,
     /// The return that came for it; its ack then resolves as [`Confirmation::Returned`].
     returned: Option<Box<Returned>>,
 }
@@ -24,8 +47,6 @@ struct Unconfirmed {
 pub(crate) struct Confirms {
     next: u64,
     pending: VecDeque<Unconfirmed>,
-    /// Returns that arrived since the last confirm frame, oldest first.
-    returns: Vec<Returned>,
 }
 
 impl Default for Confirms {
@@ -33,19 +54,18 @@ impl Default for Confirms {
         Self {
             next: 1,
             pending: VecDeque::new(),
-            returns: Vec::new(),
         }
     }
 }
 
 impl Confirms {
-    /// Numbers a publish; `mandatory` publishes keep their route for [`Confirms::returned`].
-    pub(crate) fn publish(&mut self, route: Option<(ShortStr, ShortStr)>) -> DeliveryTag {
+    /// Numbers a publish; a mandatory one keeps what a return would carry back.
+    pub(crate) fn publish(&mut self, returnable: Option<Returnable>) -> DeliveryTag {
         let tag = self.next;
         self.next += 1;
         self.pending.push_back(Unconfirmed {
             tag,
-            route,
+            returnable: returnable.map(Box::new),
             returned: None,
         });
         DeliveryTag(tag)
@@ -56,85 +76,70 @@ impl Confirms {
         self.pending.len()
     }
 
-    /// A `basic.return` arrived. It carries no tag; RabbitMQ sends it while it handles the
-    /// publish, and that publish's confirm goes out in the very next confirm frame, whose
-    /// tag is the publish's own (a single ack) or covers it as the newest (a `multiple` ack):
-    /// when RabbitMQ handles a publish, it is the newest on the channel. So the return waits
-    /// for that frame ([`Confirms::settle`]), which attaches it to the newest publish it
-    /// covers with the return's route. The route alone cannot say which: through a headers
-    /// exchange, or bindings that change, one route can be routable for one message and not
-    /// for the next, and an earlier publish's ack may come after the later one's return.
-    /// Gives the message back when no mandatory publish with its route waits.
+    /// A `basic.return` arrived; it carries no tag. RabbitMQ sends it while it handles the
+    /// publish, before that publish's confirm, but may handle several publishes before it
+    /// sends their confirms (and an earlier publish's confirm may come after a later one's
+    /// return): neither the next confirm frame nor the route alone says which publish it is.
+    /// Through a headers exchange, or bindings that change, one route can be routable for one
+    /// message and not for the next. So the return goes to the oldest unreturned mandatory
+    /// publish with its route and its content (properties and body), or, when none has its
+    /// content, the oldest with its route. Gives the message back when no publish matches.
     pub(crate) fn returned(&mut self, message: Returned) -> Option<Returned> {
-        // More returns than waiting publishes cannot all be theirs (a broken peer): bounded.
-        let waits = self.returns.len() < self.pending.len()
-            && self.pending.iter().any(|p| p.matches(&message));
-        if !waits {
+        let candidate = |p: &Unconfirmed| {
+            p.returned.is_none() && p.returnable.as_ref().is_some_and(|r| r.route_of(&message))
+        };
+        let same_content = |p: &Unconfirmed| {
+            candidate(p)
+                && p.returnable
+                    .as_ref()
+                    .is_some_and(|r| r.content_of(&message))
+        };
+        let at = (self.pending.iter().position(same_content))
+            .or_else(|| self.pending.iter().position(candidate));
+        let Some(p) = at.and_then(|at| self.pending.get_mut(at)) else {
             return Some(message);
-        }
-        self.returns.push(message);
+        };
+        p.returnable = None;
+        p.returned = Some(Box::new(message));
         None
     }
 
     /// Settles `tag` (and with `multiple` every tag up to it; tag 0 with `multiple` is all),
-    /// calling `emit` for each, and hands back the returns no settled publish matched.
-    /// `None` when `tag` was not waiting: the peer broke the protocol.
+    /// calling `emit` for each. Returns false when `tag` was not waiting: the peer broke
+    /// the protocol.
     pub(crate) fn settle(
         &mut self,
         tag: u64,
         multiple: bool,
         ack: bool,
         mut emit: impl FnMut(DeliveryTag, Confirmation),
-    ) -> Option<Vec<Returned>> {
-        let settled = self.take(tag, multiple)?;
-        let mut settled: Vec<Unconfirmed> = settled.into();
-        let mut unmatched = Vec::new();
-        // The newest return belongs to the newest publish the frame covers, and so on back.
-        for message in std::mem::take(&mut self.returns).into_iter().rev() {
-            match settled
-                .iter_mut()
-                .rev()
-                .find(|p| p.returned.is_none() && p.matches(&message))
-            {
-                Some(p) => p.returned = Some(Box::new(message)),
-                None => unmatched.push(message),
-            }
-        }
-        unmatched.reverse();
-        for p in settled {
-            let outcome = match (ack, p.returned) {
-                (true, Some(r)) => Confirmation::Returned(r),
-                (true, None) => Confirmation::Ack,
-                (false, _) => Confirmation::Nack,
-            };
-            emit(DeliveryTag(p.tag), outcome);
-        }
-        Some(unmatched)
-    }
-
-    /// Removes the publishes a confirm frame covers, oldest first; `None` when it names a
-    /// tag that is not waiting.
-    fn take(&mut self, tag: u64, multiple: bool) -> Option<VecDeque<Unconfirmed>> {
+    ) -> bool {
+        let outcome = |p: Unconfirmed| match (ack, p.returned) {
+            (true, Some(r)) => Confirmation::Returned(r),
+            (true, None) => Confirmation::Ack,
+            (false, _) => Confirmation::Nack,
+        };
         if multiple {
-            if tag >= self.next {
-                return None;
-            }
             let upto = if tag == 0 { u64::MAX } else { tag };
-            let n = self.pending.partition_point(|p| p.tag <= upto);
-            let rest = self.pending.split_off(n);
-            return Some(std::mem::replace(&mut self.pending, rest));
+            if tag >= self.next {
+                return false;
+            }
+            while self.pending.front().is_some_and(|p| p.tag <= upto) {
+                if let Some(p) = self.pending.pop_front() {
+                    emit(DeliveryTag(p.tag), outcome(p));
+                }
+            }
+            return true;
         }
-        let at = self.pending.binary_search_by_key(&tag, |p| p.tag).ok()?;
-        self.pending.remove(at).map(|p| VecDeque::from([p]))
-    }
-}
-
-impl Unconfirmed {
-    /// A mandatory publish to the exchange and routing key the message was returned from.
-    fn matches(&self, message: &Returned) -> bool {
-        self.route
-            .as_ref()
-            .is_some_and(|(ex, rk)| *ex == message.exchange && *rk == message.routing_key)
+        match self.pending.binary_search_by_key(&tag, |p| p.tag) {
+            Ok(at) => {
+                if let Some(p) = self.pending.remove(at) {
+                    emit(DeliveryTag(p.tag), outcome(p));
+                }
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -188,9 +193,35 @@ mod tests {
 
     fn settled(c: &mut Confirms, tag: u64, multiple: bool, ack: bool) -> Vec<(u64, Confirmation)> {
         let mut out = Vec::new();
-        let unmatched = c.settle(tag, multiple, ack, |t, o| out.push((t.0, o)));
-        assert_eq!(unmatched, Some(Vec::new()));
+        assert!(c.settle(tag, multiple, ack, |t, o| out.push((t.0, o))));
         out
+    }
+
+    fn route() -> (ShortStr, ShortStr) {
+        (ShortStr::from_static("hx"), ShortStr::from_static("k"))
+    }
+
+    /// A mandatory publish to [`route`] with this body, as kept and as returned.
+    fn returnable(body: &'static [u8]) -> Returnable {
+        let (exchange, routing_key) = route();
+        Returnable {
+            exchange,
+            routing_key,
+            properties: BasicProperties::default(),
+            body: Bytes::from_static(body),
+        }
+    }
+
+    fn returned(body: &[u8]) -> Returned {
+        let (exchange, routing_key) = route();
+        Returned {
+            reply_code: crate::ReplyCode::NO_ROUTE,
+            reply_text: ShortStr::from_static("NO_ROUTE"),
+            exchange,
+            routing_key,
+            properties: Default::default(),
+            body: Bytes::copy_from_slice(body),
+        }
     }
 
     #[test]
@@ -209,121 +240,109 @@ mod tests {
             ]
         );
         assert_eq!(c.len(), 1);
-        assert!(
-            c.settle(4, false, true, |_, _| panic!("settled twice"))
-                .is_none()
-        );
-        assert!(
-            c.settle(9, true, true, |_, _| panic!("not published"))
-                .is_none()
-        );
+        assert!(!c.settle(4, false, true, |_, _| panic!("settled twice")));
+        assert!(!c.settle(9, true, true, |_, _| panic!("not published")));
         assert_eq!(settled(&mut c, 0, true, true), [(5, Confirmation::Ack)]);
     }
 
     #[test]
     fn a_return_is_attached_to_the_mandatory_publish_with_its_route() {
-        let route = (
-            ShortStr::from_static("amq.direct"),
-            ShortStr::from_static("q"),
-        );
         let mut c = Confirms::default();
         c.publish(None);
-        c.publish(Some(route.clone()));
-        let message = Returned {
-            reply_code: crate::ReplyCode::NO_ROUTE,
-            reply_text: ShortStr::from_static("NO_ROUTE"),
-            exchange: route.0.clone(),
-            routing_key: route.1.clone(),
-            properties: Default::default(),
-            body: bytes::Bytes::from_static(b"x"),
-        };
-        assert!(c.returned(message.clone()).is_none());
+        c.publish(Some(returnable(b"x")));
+        assert!(c.returned(returned(b"x")).is_none());
         let out = settled(&mut c, 2, true, true);
         assert_eq!(out[0], (1, Confirmation::Ack));
         assert_eq!(
             out[1],
-            (2, Confirmation::Returned(Box::new(message.clone())))
+            (2, Confirmation::Returned(Box::new(returned(b"x"))))
         );
         // No mandatory publish waits: the return is handed back.
-        assert_eq!(c.returned(message.clone()), Some(message));
+        assert_eq!(c.returned(returned(b"x")), Some(returned(b"x")));
     }
 
     #[test]
     fn a_later_return_before_an_earlier_ack_resolves_the_later_publish() {
         // Publish A (routed to a slow queue) then B (unroutable), same exchange and key:
         // RabbitMQ sends B's return and ack before A's ack.
-        let route = (ShortStr::from_static("hx"), ShortStr::from_static("k"));
         let mut c = Confirms::default();
-        c.publish(Some(route.clone()));
-        c.publish(Some(route.clone()));
-        assert!(c.returned(model::returned(&route)).is_none());
+        c.publish(Some(returnable(b"A, large")));
+        c.publish(Some(returnable(b"B")));
+        assert!(c.returned(returned(b"B")).is_none());
         assert_eq!(
             settled(&mut c, 2, false, true),
-            [(2, Confirmation::Returned(Box::new(model::returned(&route))))]
+            [(2, Confirmation::Returned(Box::new(returned(b"B"))))]
         );
         assert_eq!(settled(&mut c, 1, false, true), [(1, Confirmation::Ack)]);
     }
 
     proptest::proptest! {
-        /// Every publish resolves with what happened to it, whatever order RabbitMQ's confirm
-        /// coalescing produces: returns, single and `multiple` acks and nacks.
+        /// Every publish resolves with what happened to it, whatever order RabbitMQ's
+        /// confirm batching produces: returns, single and `multiple` acks and nacks.
         #[test]
         fn returns_resolve_the_publish_they_belong_to(
             fates in proptest::collection::vec(0u8..3, 1..40),
-            schedule in proptest::collection::vec(0u8..4, 0..120),
+            schedule in proptest::collection::vec(0u8..6, 0..160),
         ) {
-            let route = (ShortStr::from_static("hx"), ShortStr::from_static("k"));
             let mut c = Confirms::default();
-            for _ in &fates {
-                c.publish(Some(route.clone()));
+            for tag in 1..=fates.len() {
+                c.publish(Some(model::returnable(tag as u64)));
             }
             let mut got = std::collections::BTreeMap::new();
             for frame in model::Broker::new(&fates).run(&schedule) {
                 match frame {
-                    model::Frame::Return => {
-                        proptest::prop_assert!(c.returned(model::returned(&route)).is_none());
+                    model::Frame::Return(tag) => {
+                        proptest::prop_assert!(c.returned(model::returned(tag)).is_none());
                     }
                     model::Frame::Confirm { tag, multiple, ack } => {
-                        let unmatched = c.settle(tag, multiple, ack, |t, o| {
+                        let known = c.settle(tag, multiple, ack, |t, o| {
                             got.insert(t.0, o);
                         });
-                        proptest::prop_assert_eq!(unmatched, Some(Vec::new()));
+                        proptest::prop_assert!(known);
                     }
                 }
             }
             for (i, fate) in fates.iter().enumerate() {
+                let tag = i as u64 + 1;
                 let want = match fate {
                     0 => Confirmation::Ack,
-                    1 => Confirmation::Returned(Box::new(model::returned(&route))),
+                    1 => Confirmation::Returned(Box::new(model::returned(tag))),
                     _ => Confirmation::Nack,
                 };
-                proptest::prop_assert_eq!(got.get(&(i as u64 + 1)), Some(&want), "tag {}", i + 1);
+                proptest::prop_assert_eq!(got.get(&tag), Some(&want), "tag {}", tag);
             }
         }
     }
 
     /// A model of how RabbitMQ's channel confirms publishes (`rabbit_channel`'s
-    /// `coalesce_and_send`): it handles publishes in order, returns an unroutable mandatory one
-    /// at once and confirms it; queues confirm routed ones later, in any order; after each
-    /// step it sends one `multiple` frame for the confirmed tags below the oldest unconfirmed
-    /// one, then a single frame for each other.
+    /// `coalesce_and_send`): it handles publishes in order, returns an unroutable mandatory
+    /// one at once and counts it confirmed; queues confirm routed ones later, in any order;
+    /// now and then (not after every publish) it flushes: one `multiple` frame for the
+    /// confirmed tags below the oldest unconfirmed one, then a single frame for each other.
     mod model {
         use super::*;
 
         pub(super) enum Frame {
-            Return,
+            Return(u64),
             Confirm { tag: u64, multiple: bool, ack: bool },
         }
 
-        pub(super) fn returned(route: &(ShortStr, ShortStr)) -> Returned {
-            Returned {
-                reply_code: crate::ReplyCode::NO_ROUTE,
-                reply_text: ShortStr::from_static("NO_ROUTE"),
-                exchange: route.0.clone(),
-                routing_key: route.1.clone(),
-                properties: Default::default(),
-                body: bytes::Bytes::new(),
+        fn body(tag: u64) -> Vec<u8> {
+            format!("message {tag}").into_bytes()
+        }
+
+        pub(super) fn returnable(tag: u64) -> Returnable {
+            let (exchange, routing_key) = route();
+            Returnable {
+                exchange,
+                routing_key,
+                properties: BasicProperties::default(),
+                body: Bytes::from(body(tag)),
             }
+        }
+
+        pub(super) fn returned(tag: u64) -> Returned {
+            super::returned(&body(tag))
         }
 
         pub(super) struct Broker<'a> {
@@ -333,6 +352,8 @@ mod tests {
             /// Routed publishes whose queue has not confirmed yet.
             in_queue: Vec<u64>,
             unconfirmed: std::collections::BTreeSet<u64>,
+            acks: Vec<u64>,
+            nacks: Vec<u64>,
             frames: Vec<Frame>,
         }
 
@@ -343,32 +364,29 @@ mod tests {
                     handled: 0,
                     in_queue: Vec::new(),
                     unconfirmed: Default::default(),
+                    acks: Vec::new(),
+                    nacks: Vec::new(),
                     frames: Vec::new(),
                 }
             }
 
-            /// Runs `schedule` (each step: handle the next publish, or let a queue confirm),
-            /// then lets every queue confirm.
+            /// Runs `schedule` (each step: handle the next publish, let a queue confirm, or
+            /// flush), then lets every queue confirm and flushes.
             pub(super) fn run(mut self, schedule: &[u8]) -> Vec<Frame> {
-                let steps = schedule.iter().copied().chain(std::iter::repeat(0));
-                for step in steps {
-                    if self.handled == self.fates.len() && self.in_queue.is_empty() {
-                        break;
-                    }
-                    let handle = self.handled < self.fates.len()
-                        && (step % 2 == 0 || self.in_queue.is_empty());
-                    if handle {
-                        self.handle_publish();
-                    } else {
-                        let at = usize::from(step) % self.in_queue.len();
-                        let tag = self.in_queue.swap_remove(at);
-                        let ack = self.fates[tag as usize - 1] == 0;
-                        self.flush(
-                            if ack { vec![tag] } else { vec![] },
-                            if ack { vec![] } else { vec![tag] },
-                        );
+                for &step in schedule {
+                    match step {
+                        0 | 1 if self.handled < self.fates.len() => self.handle_publish(),
+                        2 | 3 if !self.in_queue.is_empty() => self.queue_confirms(step),
+                        _ => self.flush(),
                     }
                 }
+                while self.handled < self.fates.len() {
+                    self.handle_publish();
+                }
+                while !self.in_queue.is_empty() {
+                    self.queue_confirms(0);
+                }
+                self.flush();
                 self.frames
             }
 
@@ -377,25 +395,41 @@ mod tests {
                 let tag = self.handled as u64;
                 self.unconfirmed.insert(tag);
                 if self.fates[tag as usize - 1] == 1 {
-                    self.frames.push(Frame::Return);
-                    self.flush(vec![tag], vec![]);
+                    self.frames.push(Frame::Return(tag));
+                    self.acks.push(tag);
                 } else {
                     self.in_queue.push(tag);
                 }
             }
 
-            fn flush(&mut self, acks: Vec<u64>, nacks: Vec<u64>) {
+            fn queue_confirms(&mut self, pick: u8) {
+                let tag = self
+                    .in_queue
+                    .swap_remove(usize::from(pick) % self.in_queue.len());
+                match self.fates[tag as usize - 1] {
+                    0 => self.acks.push(tag),
+                    _ => self.nacks.push(tag),
+                }
+            }
+
+            fn flush(&mut self) {
+                let acks = std::mem::take(&mut self.acks);
+                let nacks = std::mem::take(&mut self.nacks);
                 for tag in acks.iter().chain(&nacks) {
                     self.unconfirmed.remove(tag);
                 }
-                self.coalesce(nacks, false);
-                self.coalesce(acks, true);
+                self.coalesce(&acks, &nacks, true);
+                self.coalesce(&nacks, &acks, false);
             }
 
-            fn coalesce(&mut self, mut tags: Vec<u64>, ack: bool) {
+            /// `tags` as frames; none may cover a tag of the other kind (`other`) or one
+            /// still unconfirmed.
+            fn coalesce(&mut self, tags: &[u64], other: &[u64], ack: bool) {
+                let mut tags = tags.to_vec();
                 tags.sort_unstable();
                 let Some(&last) = tags.last() else { return };
-                let cutoff = self.unconfirmed.first().copied().unwrap_or(last + 1);
+                let unconfirmed = self.unconfirmed.first().copied().unwrap_or(last + 1);
+                let cutoff = other.iter().copied().fold(unconfirmed, u64::min);
                 let below: Vec<u64> = tags.iter().copied().filter(|t| *t < cutoff).collect();
                 if let Some(&top) = below.last() {
                     self.frames.push(Frame::Confirm {
