@@ -77,7 +77,7 @@ impl Router {
                 let route = self.routes.get_mut(channel);
                 let sink = route.and_then(|r| {
                     r.consumer_specs.remove(&consumer_tag);
-                    r.consumers.remove(&consumer_tag)
+                    r.forget_consumer(&consumer_tag)
                 });
                 if let Some(sink) = sink {
                     if let Ok(mut end) = sink.end.lock() {
@@ -174,7 +174,7 @@ impl Router {
                 }
             }
             // The consumer's sink is dropped: its stream ends cleanly.
-            (Method::BasicCancelOk(ok), _) => drop(route.consumers.remove(&ok.consumer_tag)),
+            (Method::BasicCancelOk(ok), _) => drop(route.forget_consumer(&ok.consumer_tag)),
             _ => {}
         }
         let _ = pending.reply.send(Ok(Reply::Method(method)));
@@ -220,10 +220,12 @@ impl Router {
             tracing::debug!(
                 channel = channel.0,
                 tag = tag.0,
-                "delivery for no consumer; requeued"
+                "delivery for no consumer; handed back"
             );
-            // Not known to be a stream's: a nack loses nothing (a stream's answers 540).
-            settle_quietly(engine, channel, tag, Settle::give_back(false));
+            // A stream goes on delivering a moment after its consumer ended, and answers a
+            // nack with 540; for any other queue a nack loses nothing.
+            let stream = route.ended_streams.contains(&delivery.consumer_tag);
+            settle_quietly(engine, channel, tag, Settle::give_back(stream));
             return;
         };
         let how = Settle::give_back(sink.stream);

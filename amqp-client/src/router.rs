@@ -68,6 +68,9 @@ pub(crate) struct Pending {
     pub(crate) request: Option<Method>,
 }
 
+/// How many ended stream consumers a channel remembers (see `Route::ended_streams`).
+const ENDED_STREAMS_KEPT: usize = 64;
+
 /// The routes of the open channels, by channel number.
 #[derive(Debug, Default)]
 pub(crate) struct Routes(Vec<Option<Route>>);
@@ -132,6 +135,10 @@ pub(crate) struct Route {
     /// The highest delivery tag handed to the application, as it knows it: the next
     /// session's tags start above it (`ChannelShared::tag_base`).
     pub(crate) highest_tag: u64,
+    /// The tags of the last stream consumers that ended, newest last: a stream goes on
+    /// delivering to a consumer a moment after its cancel-ok, and those deliveries go back
+    /// with an ack, as the consumer's would.
+    pub(crate) ended_streams: VecDeque<ShortStr>,
 }
 
 impl Route {
@@ -147,7 +154,20 @@ impl Route {
             consumer_specs: HashMap::new(),
             republish: VecDeque::new(),
             highest_tag: 0,
+            ended_streams: VecDeque::new(),
         }
+    }
+
+    /// Removes a consumer's sink, remembering the tag of a stream's.
+    pub(crate) fn forget_consumer(&mut self, tag: &ShortStr) -> Option<ConsumerSink> {
+        let sink = self.consumers.remove(tag)?;
+        if sink.stream {
+            if self.ended_streams.len() == ENDED_STREAMS_KEPT {
+                self.ended_streams.pop_front();
+            }
+            self.ended_streams.push_back(tag.clone());
+        }
+        Some(sink)
     }
 
     /// A delivery (broker tag `tag`) found its consumer dropped: it goes back, and the
@@ -160,7 +180,7 @@ impl Route {
         how: Settle,
     ) {
         let channel = self.shared.id;
-        self.consumers.remove(&consumer_tag);
+        self.forget_consumer(&consumer_tag);
         settle_quietly(engine, channel, tag, how);
         let cancel = amqp_wire::methods::BasicCancel {
             consumer_tag,
