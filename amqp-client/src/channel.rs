@@ -30,6 +30,8 @@ pub(crate) struct ChannelShared {
     pub(crate) window: Arc<Semaphore>,
     /// The last per-consumer prefetch count set with `qos`.
     pub(crate) prefetch: AtomicU32,
+    /// The last channel-wide (`global`) prefetch count set with `qos`.
+    pub(crate) global_prefetch: AtomicU32,
     /// What the driver adds to the broker's delivery tags, so that the tags the application
     /// sees keep growing across recoveries (the broker starts again at 1 on a new connection):
     /// a tag at or below it comes from a lost connection and is void.
@@ -46,6 +48,7 @@ impl ChannelShared {
             confirm_mode: AtomicBool::new(false),
             window: Arc::new(Semaphore::new(conn.limits.confirm_window.max(1))),
             prefetch: AtomicU32::new(0),
+            global_prefetch: AtomicU32::new(0),
             tag_base: AtomicU64::new(0),
             conn,
         }

@@ -317,11 +317,11 @@ impl Channel {
             global,
         })
         .await?;
-        if !global {
-            self.shared
-                .prefetch
-                .store(u32::from(prefetch_count), Ordering::Relaxed);
-        }
+        let kept = match global {
+            true => &self.shared.global_prefetch,
+            false => &self.shared.prefetch,
+        };
+        kept.store(u32::from(prefetch_count), Ordering::Relaxed);
         Ok(())
     }
 
@@ -367,9 +367,14 @@ impl Channel {
 
     /// How many deliveries a new consumer buffers, so that the broker never has more
     /// unacknowledged deliveries for it than that (see [`ConsumeOptions::buffer`]): sets the
-    /// channel's prefetch when none is set.
+    /// channel's prefetch when none is set, per consumer or channel-wide (which bounds each
+    /// consumer too; RabbitMQ 4 may apply it per consumer).
     async fn consumer_buffer(&self, options: &ConsumeOptions) -> Result<usize> {
-        let prefetch = self.shared.prefetch.load(Ordering::Relaxed) as usize;
+        let per_consumer = self.shared.prefetch.load(Ordering::Relaxed) as usize;
+        let prefetch = match per_consumer {
+            0 => self.shared.global_prefetch.load(Ordering::Relaxed) as usize,
+            n => n,
+        };
         let wanted = options.buffer.unwrap_or(match prefetch {
             0 => DEFAULT_CONSUMER_BUFFER,
             n => n,

@@ -71,7 +71,7 @@ pub enum Error {
     /// (the broker requeued the message when the old one was lost), so it cannot be settled.
     #[error("delivery tag {0} was received before a reconnection and cannot be settled")]
     StaleDelivery(u64),
-    /// Output waited and the broker read none of it for this long (two heartbeat intervals,
+    /// Output waited and the broker read none of it for this long (three heartbeat intervals,
     /// or `blocked_timeout` while the broker says it blocked us): the connection was given up,
     /// and what was not written is lost (a recovery follows if it is on).
     #[error("the broker read nothing we sent for {0:?}; connection given up")]

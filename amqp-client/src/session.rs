@@ -7,7 +7,7 @@
 //! delivery, or the application closing the connection.
 //!
 //! Every wait is bounded: the engine's deadlines (heartbeats, handshake, close), and the
-//! write-progress deadline: output pending and nothing written for two heartbeat intervals
+//! write-progress deadline: output pending and nothing written for three heartbeat intervals
 //! (the broker stopped reading) ends the session, unless the broker said it blocked us, when
 //! `blocked_timeout` applies.
 
@@ -85,7 +85,7 @@ pub(crate) struct Session {
     /// Since when output has waited with nothing written (`None`: no output waits).
     stalled_since: Option<Instant>,
     /// How long output may wait with nothing written, unless the broker blocked us: the
-    /// connection timeout during the handshake, then two heartbeat intervals.
+    /// connection timeout during the handshake, then three heartbeat intervals.
     stall_limit: Duration,
     /// The stall limit once open without heartbeats.
     operation_timeout: Duration,
@@ -360,12 +360,14 @@ impl Session {
     }
 }
 
-/// Output may wait unwritten for two heartbeat intervals, as the broker's silence may;
-/// without heartbeats, `fallback`.
+/// Output may wait unwritten for three heartbeat intervals: one more than the broker's
+/// silence may last, so a peer that is gone altogether (it neither reads nor sends) is
+/// reported as such, by the missed heartbeats, and this deadline catches one that only
+/// stopped reading. Without heartbeats, `fallback`.
 fn stall_limit(heartbeat: u16, fallback: Duration) -> Duration {
     match heartbeat {
         0 => fallback,
-        secs => Duration::from_secs(2 * u64::from(secs)),
+        secs => Duration::from_secs(3 * u64::from(secs)),
     }
 }
 

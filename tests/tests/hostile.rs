@@ -356,7 +356,7 @@ async fn publish_many(channel: &amqp_client::Channel, count: usize) -> (Option<E
     (None, started.elapsed())
 }
 
-/// Without recovery, the publisher learns it: two heartbeat intervals without writing end
+/// Without recovery, the publisher learns it: three heartbeat intervals without writing end
 /// the connection, and the publish waiting on it fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_stops_reading_fails_the_publisher_within_its_deadlines() {
