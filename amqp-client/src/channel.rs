@@ -7,7 +7,8 @@ use std::time::Duration;
 use amqp_wire::connection::UsageError;
 use amqp_wire::methods::*;
 use amqp_wire::{ChannelId, DeliveryTag, FieldTable, Method, ReplyCode, ShortStr};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::command::{Command, ConsumerSink, Reply, Settle, ask};
 use crate::connection::ConnShared;
@@ -71,6 +72,40 @@ impl ChannelShared {
     }
 }
 
+/// Held by every handle of one channel ([`Channel`] clones, its consumers, confirms and
+/// returns listener, and deliveries taken from it): when the last one is dropped, the
+/// channel is closed, so an application that forgets a channel does not leak its number.
+#[derive(Debug)]
+pub(crate) struct HandleGuard {
+    shared: Arc<ChannelShared>,
+    tx: mpsc::Sender<Command>,
+}
+
+impl Drop for HandleGuard {
+    /// Queues `channel.close` without waiting (a `Drop` never blocks): when the queue is
+    /// full, the channel stays open until the connection closes, and a warning says so.
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        if shared.closed.get().is_some() || shared.conn.closed.get().is_some() {
+            return;
+        }
+        let (reply, _) = oneshot::channel();
+        let command = Command::CloseChannel {
+            channel: shared.id,
+            generation: shared.generation,
+            code: ReplyCode::SUCCESS,
+            text: "last handle dropped".into(),
+            reply,
+        };
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(command) {
+            tracing::warn!(
+                channel = shared.id.0,
+                "could not close a dropped channel: the command queue is full"
+            );
+        }
+    }
+}
+
 /// What `queue.declare` answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueInfo {
@@ -105,15 +140,22 @@ pub struct Channel {
     pub(crate) shared: Arc<ChannelShared>,
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) timeout: Duration,
+    /// Closes the channel when the last handle goes.
+    pub(crate) guard: Arc<HandleGuard>,
 }
 
 impl Channel {
     pub(crate) fn new(shared: Arc<ChannelShared>, tx: mpsc::Sender<Command>) -> Self {
         let timeout = shared.conn.limits.operation_timeout;
+        let guard = Arc::new(HandleGuard {
+            shared: shared.clone(),
+            tx: tx.clone(),
+        });
         Self {
             shared,
             tx,
             timeout,
+            guard,
         }
     }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::channel::{Channel, ChannelShared};
+use crate::channel::{Channel, ChannelShared, HandleGuard};
 use crate::channel::{short, unexpected_reply};
 use crate::command::{Command, Settle};
 use crate::command::{ConsumerSink, Reply};
@@ -75,6 +75,9 @@ struct Acker {
     /// Delivered to a stream consumer: handed back with an ack.
     stream: bool,
     settled: AtomicBool,
+    /// Keeps the channel open while the delivery may be settled; set when the application
+    /// receives it (the driver, which builds deliveries, holds no handle).
+    guard: Option<Arc<HandleGuard>>,
 }
 
 impl Delivery {
@@ -99,8 +102,17 @@ impl Delivery {
                 no_ack,
                 stream,
                 settled: AtomicBool::new(false),
+                guard: None,
             },
         }
+    }
+
+    /// Makes the delivery a handle of its channel, unless it has nothing to settle.
+    fn held_by(mut self, guard: &Arc<HandleGuard>) -> Self {
+        if !self.acker.no_ack {
+            self.acker.guard = Some(guard.clone());
+        }
+        self
     }
 
     /// The channel it came on.
@@ -264,7 +276,9 @@ impl Stream for Consumer {
             return Poll::Ready(None);
         }
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(item)) => Poll::Ready(Some(Ok(item.delivery))),
+            Poll::Ready(Some(item)) => {
+                Poll::Ready(Some(Ok(item.delivery.held_by(&self.channel.guard))))
+            }
             Poll::Ready(None) => {
                 self.finished = true;
                 let end = self.end.lock().ok().and_then(|mut e| e.take());
@@ -443,7 +457,8 @@ impl Channel {
                         self.tx.clone(),
                         self.shared.clone(),
                         (no_ack, false),
-                    ),
+                    )
+                    .held_by(&self.guard),
                     message_count,
                 }))
             }
