@@ -107,6 +107,13 @@ impl Drop for HandleGuard {
 }
 
 /// What `queue.declare` answers.
+///
+/// ```no_run
+/// # async fn example(channel: amqp_client::Channel) -> amqp_client::Result<()> {
+/// let queue = channel.queue_declare("", Default::default()).await?;
+/// channel.queue_bind(queue.name(), "amq.fanout", "", Default::default()).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueInfo {
     /// The queue's name (the broker's choice when declared with an empty name).
@@ -115,6 +122,14 @@ pub struct QueueInfo {
     pub message_count: u32,
     /// Consumers on the queue.
     pub consumer_count: u32,
+}
+
+impl QueueInfo {
+    /// The queue's name as text. [`Channel::queue_declare`] refuses a reply whose name is
+    /// not UTF-8, so this is empty only when the `name` field was replaced by such octets.
+    pub fn name(&self) -> &str {
+        self.name.to_str().unwrap_or_default()
+    }
 }
 
 /// An AMQP channel. Cheap to clone; every clone is the same channel.
@@ -327,6 +342,9 @@ impl Channel {
             arguments: options.arguments,
         };
         match self.call(method).await? {
+            Method::QueueDeclareOk(ok) if ok.queue.to_str().is_err() => Err(
+                Error::UnexpectedReply("queue.declare-ok with a non-UTF-8 name"),
+            ),
             Method::QueueDeclareOk(ok) => Ok(QueueInfo {
                 name: ok.queue,
                 message_count: ok.message_count,

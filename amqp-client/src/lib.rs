@@ -63,7 +63,7 @@ pub use amqp_wire::{
 };
 pub use channel::{Channel, QueueInfo};
 pub use config::{ConnectionBuilder, ConnectionConfig, Endpoint, Recovery, TlsOptions};
-pub use connection::{Connection, ConnectionEvent};
+pub use connection::{Connection, ConnectionEvent, Events, EventsLagged};
 pub use consumer::{Consumer, Delivery, GetMessage};
 pub use error::{ConfigError, Error, Result};
 pub use options::{
