@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use amqp_client::{BasicProperties, ChannelId, Connection};
+use amqp_client::{BasicProperties, Channel, ChannelId, Connection};
 use amqp_tests::{connect, exclusive, message_count, next_delivery, publish_confirmed, unique};
 
 /// Waits until `id` is free again on `conn` (channel numbers are reused lowest first), at
@@ -27,7 +27,7 @@ async fn wait_freed(conn: &Connection, id: ChannelId) {
 }
 
 /// Waits until `queue` holds `count` ready messages, at most 10 s.
-async fn wait_ready(ch: &amqp_client::Channel, queue: &str, count: u32) {
+async fn wait_ready(ch: &Channel, queue: &str, count: u32) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while message_count(ch, queue).await != count {
         assert!(
@@ -36,6 +36,17 @@ async fn wait_ready(ch: &amqp_client::Channel, queue: &str, count: u32) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A connection, a channel to watch with, and an exclusive queue holding one message.
+async fn one_message_queue(prefix: &str) -> (Connection, Channel, String) {
+    let conn = connect().await;
+    let observer = conn.open_channel().await.unwrap();
+    let queue = unique(prefix);
+    observer.queue_declare(&queue, exclusive()).await.unwrap();
+    observer.confirm_select().await.unwrap();
+    publish_confirmed(&observer, "", &queue, BasicProperties::default(), "one").await;
+    (conn, observer, queue)
 }
 
 #[tokio::test]
@@ -70,13 +81,7 @@ async fn five_thousand_dropped_channels_stay_under_channel_max() {
 
 #[tokio::test]
 async fn an_unsettled_delivery_keeps_its_channel_open_until_dropped() {
-    let conn = connect().await;
-    let observer = conn.open_channel().await.unwrap();
-    let queue = unique("handles-delivery");
-    observer.queue_declare(&queue, exclusive()).await.unwrap();
-    observer.confirm_select().await.unwrap();
-    publish_confirmed(&observer, "", &queue, BasicProperties::default(), "kept").await;
-
+    let (conn, observer, queue) = one_message_queue("handles-delivery").await;
     let ch = conn.open_channel().await.unwrap();
     let id = ch.id();
     let mut consumer = ch.consume(&queue, Default::default()).await.unwrap();
@@ -97,13 +102,7 @@ async fn an_unsettled_delivery_keeps_its_channel_open_until_dropped() {
 
 #[tokio::test]
 async fn a_delivery_settles_after_its_channel_and_consumer_are_dropped() {
-    let conn = connect().await;
-    let observer = conn.open_channel().await.unwrap();
-    let queue = unique("handles-ack");
-    observer.queue_declare(&queue, exclusive()).await.unwrap();
-    observer.confirm_select().await.unwrap();
-    publish_confirmed(&observer, "", &queue, BasicProperties::default(), "acked").await;
-
+    let (conn, observer, queue) = one_message_queue("handles-ack").await;
     let ch = conn.open_channel().await.unwrap();
     let id = ch.id();
     let mut consumer = ch.consume(&queue, Default::default()).await.unwrap();
