@@ -7,7 +7,8 @@ use std::time::Duration;
 use amqp_wire::connection::UsageError;
 use amqp_wire::methods::*;
 use amqp_wire::{ChannelId, DeliveryTag, FieldTable, Method, ReplyCode, ShortStr};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::command::{Command, ConsumerSink, Reply, Settle, ask};
 use crate::connection::ConnShared;
@@ -74,7 +75,48 @@ impl ChannelShared {
     }
 }
 
+/// Held by every handle of one channel ([`Channel`] clones, its consumers, confirms and
+/// returns listener, and deliveries taken from it): when the last one is dropped, the
+/// channel is closed, so an application that forgets a channel does not leak its number.
+#[derive(Debug)]
+pub(crate) struct HandleGuard {
+    shared: Arc<ChannelShared>,
+    tx: mpsc::Sender<Command>,
+}
+
+impl Drop for HandleGuard {
+    /// Queues `channel.close` without waiting (a `Drop` never blocks): when the queue is
+    /// full, the channel stays open until the connection closes, and a warning says so.
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        if shared.closed.get().is_some() || shared.conn.closed.get().is_some() {
+            return;
+        }
+        let (reply, _) = oneshot::channel();
+        let command = Command::CloseChannel {
+            channel: shared.id,
+            generation: shared.generation,
+            code: ReplyCode::SUCCESS,
+            text: "last handle dropped".into(),
+            reply,
+        };
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(command) {
+            tracing::warn!(
+                channel = shared.id.0,
+                "could not close a dropped channel: the command queue is full"
+            );
+        }
+    }
+}
+
 /// What `queue.declare` answers.
+///
+/// ```no_run
+/// # async fn example(channel: amqp_client::Channel) -> amqp_client::Result<()> {
+/// let queue = channel.queue_declare("", Default::default()).await?;
+/// channel.queue_bind(queue.name(), "amq.fanout", "", Default::default()).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueInfo {
     /// The queue's name (the broker's choice when declared with an empty name).
@@ -83,6 +125,14 @@ pub struct QueueInfo {
     pub message_count: u32,
     /// Consumers on the queue.
     pub consumer_count: u32,
+}
+
+impl QueueInfo {
+    /// The queue's name as text. [`Channel::queue_declare`] refuses a reply whose name is
+    /// not UTF-8, so this is empty only when the `name` field was replaced by such octets.
+    pub fn name(&self) -> &str {
+        self.name.to_str().unwrap_or_default()
+    }
 }
 
 /// An AMQP channel. Cheap to clone; every clone is the same channel.
@@ -108,15 +158,22 @@ pub struct Channel {
     pub(crate) shared: Arc<ChannelShared>,
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) timeout: Duration,
+    /// Closes the channel when the last handle goes.
+    pub(crate) guard: Arc<HandleGuard>,
 }
 
 impl Channel {
     pub(crate) fn new(shared: Arc<ChannelShared>, tx: mpsc::Sender<Command>) -> Self {
         let timeout = shared.conn.limits.operation_timeout;
+        let guard = Arc::new(HandleGuard {
+            shared: shared.clone(),
+            tx: tx.clone(),
+        });
         Self {
             shared,
             tx,
             timeout,
+            guard,
         }
     }
 
@@ -288,6 +345,9 @@ impl Channel {
             arguments: options.arguments,
         };
         match self.call(method).await? {
+            Method::QueueDeclareOk(ok) if ok.queue.to_str().is_err() => Err(
+                Error::UnexpectedReply("queue.declare-ok with a non-UTF-8 name"),
+            ),
             Method::QueueDeclareOk(ok) => Ok(QueueInfo {
                 name: ok.queue,
                 message_count: ok.message_count,

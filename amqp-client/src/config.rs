@@ -14,8 +14,10 @@ use crate::error::Error;
 use crate::uri::{AMQP_PORT, DEFAULT_HOST, DEFAULT_USER};
 
 mod builder;
+mod connector;
 
 pub use builder::ConnectionBuilder;
+pub use connector::{Connecting, Connector, Io, TcpConnector};
 
 /// How long connecting may take by default: TCP, TLS and the AMQP handshake together.
 pub(crate) const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -217,6 +219,9 @@ pub struct ConnectionConfig {
     pub tls: Option<TlsOptions>,
     /// What happens when the connection is lost. On by default.
     pub recovery: Recovery,
+    /// How each connection attempt gets its byte stream (TLS, when set, runs over it);
+    /// [`crate::TcpConnector`] by default.
+    pub connector: Arc<dyn Connector>,
 }
 
 /// Automatic recovery: after the connection is lost (not closed by the application), reconnect
@@ -279,6 +284,7 @@ impl Default for ConnectionConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             tls: None,
             recovery: Recovery::default(),
+            connector: Arc::new(TcpConnector),
         }
     }
 }

@@ -1,12 +1,18 @@
 //! [`Connection`]: connecting, and the handle that opens channels.
 
+use std::fmt;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use amqp_wire::connection::{ConnectionError, Tune};
 use amqp_wire::{FieldTable, LongStr, ReplyCode, ShortStr};
+use futures_core::Stream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::channel::Channel;
 use crate::command::{Command, ask};
@@ -291,6 +297,28 @@ impl Connection {
         self.shared.events.subscribe()
     }
 
+    /// The connection's events as a [`Stream`]: the same events as [`Connection::events`],
+    /// with a listener that fell more than 256 behind told how many it lost.
+    ///
+    /// ```no_run
+    /// # async fn example(conn: amqp_client::Connection) {
+    /// use amqp_client::{ConnectionEvent, EventsLagged};
+    /// use futures_util::StreamExt;
+    /// let mut events = conn.event_stream();
+    /// while let Some(event) = events.next().await {
+    ///     match event {
+    ///         Ok(ConnectionEvent::Blocked { reason }) => eprintln!("blocked: {reason}"),
+    ///         Ok(ConnectionEvent::Unblocked) => eprintln!("unblocked"),
+    ///         Ok(other) => eprintln!("{other:?}"),
+    ///         Err(EventsLagged(lost)) => eprintln!("missed {lost} events"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn event_stream(&self) -> Events {
+        Events::from(self.events())
+    }
+
     /// How many mandatory messages the broker returned that nobody received: returned on a
     /// channel outside confirm mode with no [`Channel::returns`] listener (or one whose
     /// buffer was full), or a return that matched no publish waiting for a confirm. Each is
@@ -305,7 +333,9 @@ impl Connection {
         *self.shared.blocked.borrow()
     }
 
-    /// A watch of the blocked state, to observe `connection.blocked` / `unblocked`.
+    /// A watch of the blocked state, to observe `connection.blocked` / `unblocked`. The
+    /// events ([`ConnectionEvent::Blocked`] / [`ConnectionEvent::Unblocked`]) say the same
+    /// with the broker's reason; prefer them with [`Connection::is_blocked`].
     pub fn blocked_changes(&self) -> watch::Receiver<bool> {
         self.shared.blocked.clone()
     }
@@ -321,8 +351,81 @@ impl Connection {
     }
 }
 
+/// A listener of [`Connection::event_stream`] fell behind and lost this many events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the event listener fell behind and lost {0} events")]
+pub struct EventsLagged(pub u64);
+
+/// The connection's events as a [`Stream`] (see [`Connection::event_stream`]); it ends when
+/// the connection has ended and its last event was read.
+pub struct Events {
+    inner: BroadcastStream<ConnectionEvent>,
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+impl From<broadcast::Receiver<ConnectionEvent>> for Events {
+    fn from(receiver: broadcast::Receiver<ConnectionEvent>) -> Self {
+        Self {
+            inner: BroadcastStream::new(receiver),
+        }
+    }
+}
+
+impl Stream for Events {
+    type Item = std::result::Result<ConnectionEvent, EventsLagged>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx).map(|item| {
+            item.map(|r| r.map_err(|BroadcastStreamRecvError::Lagged(n)| EventsLagged(n)))
+        })
+    }
+}
+
 /// True for the error a connection ends with when the application closed it.
 pub(crate) fn is_local_close(e: &Error) -> bool {
     matches!(e, Error::Connection(ConnectionError::Closed(r))
         if r.initiator == amqp_wire::connection::Initiator::Local)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn events_stream_in_order_report_lag_and_end_with_the_sender() {
+        let (tx, rx) = broadcast::channel(2);
+        let mut events = Events::from(rx);
+        tx.send(ConnectionEvent::Unblocked).unwrap();
+        assert!(matches!(
+            events.next().await,
+            Some(Ok(ConnectionEvent::Unblocked))
+        ));
+        for _ in 0..3 {
+            tx.send(ConnectionEvent::Unblocked).unwrap();
+        }
+        let reason = ShortStr::from_static("memory");
+        tx.send(ConnectionEvent::Blocked { reason }).unwrap();
+        // Capacity 2: of the four sent, the two oldest are lost.
+        assert_eq!(
+            events.next().await.map(|e| e.err()),
+            Some(Some(EventsLagged(2)))
+        );
+        assert!(matches!(
+            events.next().await,
+            Some(Ok(ConnectionEvent::Unblocked))
+        ));
+        assert!(matches!(
+            events.next().await,
+            Some(Ok(ConnectionEvent::Blocked { reason })) if reason == "memory"
+        ));
+        drop(tx);
+        assert!(events.next().await.is_none());
+    }
 }

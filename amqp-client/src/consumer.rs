@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::channel::{Channel, ChannelShared};
+use crate::channel::{Channel, ChannelShared, HandleGuard};
 use crate::channel::{short, unexpected_reply};
 use crate::command::{Command, Settle};
 use crate::command::{ConsumerSink, Reply};
@@ -75,6 +75,9 @@ struct Acker {
     /// Delivered to a stream consumer: handed back with an ack.
     stream: bool,
     settled: AtomicBool,
+    /// Keeps the channel open while the delivery may be settled; set when the application
+    /// receives it (the driver, which builds deliveries, holds no handle).
+    guard: Option<Arc<HandleGuard>>,
 }
 
 impl Delivery {
@@ -99,8 +102,17 @@ impl Delivery {
                 no_ack,
                 stream,
                 settled: AtomicBool::new(false),
+                guard: None,
             },
         }
+    }
+
+    /// Makes the delivery a handle of its channel, unless it has nothing to settle.
+    fn held_by(mut self, guard: &Arc<HandleGuard>) -> Self {
+        if !self.acker.no_ack {
+            self.acker.guard = Some(guard.clone());
+        }
+        self
     }
 
     /// The channel it came on.
@@ -252,7 +264,22 @@ impl Consumer {
     /// When the channel or connection is gone, or the broker does not answer in time.
     pub async fn cancel(&mut self) -> Result<()> {
         self.cancelled = true;
-        self.channel.cancel(self.tag.as_bytes().as_ref()).await
+        self.channel.cancel_tag(&self.tag).await
+    }
+
+    /// The next delivery, or `None` once the stream has ended: the same as
+    /// `StreamExt::next`, without importing a stream extension trait.
+    ///
+    /// ```no_run
+    /// # async fn example(channel: amqp_client::Channel) -> amqp_client::Result<()> {
+    /// let mut consumer = channel.consume("jobs", Default::default()).await?;
+    /// while let Some(delivery) = consumer.recv().await {
+    ///     delivery?.ack().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn recv(&mut self) -> Option<Result<Delivery>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
 }
 
@@ -264,7 +291,9 @@ impl Stream for Consumer {
             return Poll::Ready(None);
         }
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(item)) => Poll::Ready(Some(Ok(item.delivery))),
+            Poll::Ready(Some(item)) => {
+                Poll::Ready(Some(Ok(item.delivery.held_by(&self.channel.guard))))
+            }
             Poll::Ready(None) => {
                 self.finished = true;
                 let end = self.end.lock().ok().and_then(|mut e| e.take());
@@ -391,18 +420,33 @@ impl Channel {
         Ok(wanted.max(prefetch))
     }
 
-    /// Cancels a consumer by tag (`basic.cancel`); its stream ends.
+    /// Cancels a consumer by tag (`basic.cancel`); its stream ends. The tag is a `&str` (or
+    /// octets, for a tag that is not UTF-8).
+    ///
+    /// ```no_run
+    /// # async fn example(channel: amqp_client::Channel) -> amqp_client::Result<()> {
+    /// use amqp_client::ConsumeOptions;
+    /// let options = ConsumeOptions { consumer_tag: "worker-1".into(), ..Default::default() };
+    /// let _consumer = channel.consume("jobs", options).await?;
+    /// channel.cancel("worker-1").await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// When the channel or connection is gone.
-    pub async fn cancel(&self, consumer_tag: &[u8]) -> Result<()> {
-        let tag = ShortStr::from_bytes(Bytes::copy_from_slice(consumer_tag)).map_err(|e| {
-            Error::NameTooLong {
-                what: "consumer tag",
-                len: e.0,
-            }
+    /// [`Error::NameTooLong`] for a tag over 255 octets; when the channel or connection is
+    /// gone.
+    pub async fn cancel(&self, consumer_tag: impl AsRef<[u8]>) -> Result<()> {
+        let octets = Bytes::copy_from_slice(consumer_tag.as_ref());
+        let tag = ShortStr::from_bytes(octets).map_err(|e| Error::NameTooLong {
+            what: "consumer tag",
+            len: e.0,
         })?;
-        self.call(cancel_method(&tag)).await.map(drop)
+        self.cancel_tag(&tag).await
+    }
+
+    /// `basic.cancel`, waiting for the cancel-ok.
+    async fn cancel_tag(&self, tag: &ShortStr) -> Result<()> {
+        self.call(cancel_method(tag)).await.map(drop)
     }
 
     /// Sends `basic.cancel` without waiting (for a consumer being dropped).
@@ -448,7 +492,8 @@ impl Channel {
                         self.tx.clone(),
                         self.shared.clone(),
                         (no_ack, false),
-                    ),
+                    )
+                    .held_by(&self.guard),
                     message_count,
                 }))
             }

@@ -15,14 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amqp_wire::connection::ConnectionError;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::command::Command;
-use crate::config::{ConnectionConfig, Endpoint};
+use crate::config::{ConnectionConfig, Endpoint, Io};
 use crate::error::{Error, Result};
 use crate::router::Router;
-use crate::session::{Io, Session};
+use crate::session::Session;
 
 pub(crate) struct Driver {
     pub(crate) config: Arc<ConnectionConfig>,
@@ -168,31 +167,20 @@ fn closed_while_down() -> Error {
     ))
 }
 
-/// TCP (and TLS) to one endpoint, with a fresh engine that queued the protocol header.
+/// The configured connector's stream to one endpoint (with TLS over it when configured),
+/// and a fresh engine that queued the protocol header.
 async fn open(config: &ConnectionConfig, endpoint: &Endpoint) -> Result<Session> {
-    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
-    tcp.set_nodelay(true)?;
-    // A dead peer on a silent network is noticed by the kernel too, not only by heartbeats
-    // (which a broker or the application may turn off).
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL);
-    socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
+    let stream = config.connector.connect(endpoint).await?;
     let stream: Box<dyn Io> = match &config.tls {
-        None => Box::new(tcp),
+        None => stream,
         Some(tls) => {
             let connector = crate::tls::connector(tls)?;
             let name = crate::tls::server_name(tls, &endpoint.host)?;
-            Box::new(connector.connect(name, tcp).await?)
+            Box::new(connector.connect(name, stream).await?)
         }
     };
     Ok(Session::new(config, stream))
 }
-
-/// TCP keepalive: probes after this long without traffic...
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
-/// ...every this long until the kernel gives up on the peer.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The endpoints in a random order, so that many clients spread over a cluster.
 fn shuffled(endpoints: &[Endpoint]) -> Vec<Endpoint> {

@@ -62,8 +62,11 @@ pub use amqp_wire::{
     ReplyCode, ShortStr,
 };
 pub use channel::{Channel, QueueInfo};
-pub use config::{ConnectionBuilder, ConnectionConfig, Endpoint, Recovery, TlsOptions};
-pub use connection::{Connection, ConnectionEvent};
+pub use config::{
+    Connecting, ConnectionBuilder, ConnectionConfig, Connector, Endpoint, Io, Recovery,
+    TcpConnector, TlsOptions,
+};
+pub use connection::{Connection, ConnectionEvent, Events, EventsLagged};
 pub use consumer::{Consumer, Delivery, GetMessage};
 pub use error::{ConfigError, Error, Result};
 pub use options::{

@@ -13,9 +13,9 @@ use amqp_wire::connection::Returned;
 use amqp_wire::methods::{BasicPublish, ConfirmSelect};
 use bytes::Bytes;
 use futures_core::Stream;
-use tokio::sync::{TryAcquireError, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, mpsc, oneshot};
 
-use crate::channel::{Channel, ChannelShared, short};
+use crate::channel::{Channel, ChannelShared, HandleGuard, short};
 use crate::command::{self, Command, ConfirmSlot};
 use crate::error::{Error, Result};
 use crate::options::PublishOptions;
@@ -68,6 +68,8 @@ pub enum Confirmation {
 pub struct Confirm {
     rx: oneshot::Receiver<Result<Confirmation>>,
     channel: Arc<ChannelShared>,
+    /// Keeps the channel open until the outcome is known.
+    _guard: Arc<HandleGuard>,
     limit: Duration,
     /// Armed when the outcome is not there at the first poll.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -100,6 +102,8 @@ impl Future for Confirm {
 #[derive(Debug)]
 pub struct Returns {
     rx: mpsc::Receiver<Returned>,
+    /// Keeps the channel open while someone listens.
+    _guard: Arc<HandleGuard>,
 }
 
 impl Stream for Returns {
@@ -147,26 +151,7 @@ impl Channel {
             immediate: false,
         };
         self.shared.conn.wait_unblocked().await?;
-        let permit = if self.shared.confirm_mode.load(Ordering::Acquire) {
-            // While the window has room, take a place without arming a timeout (a clock read
-            // and a timer handle per publish); only a full window waits, and only so long.
-            let permit = match self.shared.window.clone().try_acquire_owned() {
-                Ok(permit) => Ok(permit),
-                Err(TryAcquireError::Closed) => return Err(self.shared.gone()),
-                Err(TryAcquireError::NoPermits) => {
-                    let acquire = self.shared.window.clone().acquire_owned();
-                    tokio::time::timeout(self.timeout, acquire)
-                        .await
-                        .map_err(|_| Error::Timeout {
-                            operation: "confirm window",
-                            after: self.timeout,
-                        })?
-                }
-            };
-            Some(permit.map_err(|_| self.shared.gone())?)
-        } else {
-            None
-        };
+        let permit = self.confirm_place().await?;
         let (tx, rx) = oneshot::channel();
         let message = (permit.is_some() && self.shared.conn.republish)
             .then(|| Box::new((publish.clone(), properties.clone(), body.clone())));
@@ -187,9 +172,34 @@ impl Channel {
         Ok(Confirm {
             rx,
             channel: self.shared.clone(),
+            _guard: self.guard.clone(),
             limit: self.shared.conn.limits.confirm_timeout,
             deadline: None,
         })
+    }
+
+    /// In confirm mode, a place in the channel's confirm window, waiting at most the
+    /// channel's timeout for one; outside confirm mode, none.
+    async fn confirm_place(&self) -> Result<Option<OwnedSemaphorePermit>> {
+        if !self.shared.confirm_mode.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        // While the window has room, take a place without arming a timeout (a clock read
+        // and a timer handle per publish); only a full window waits, and only so long.
+        let permit = match self.shared.window.clone().try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(TryAcquireError::Closed) => return Err(self.shared.gone()),
+            Err(TryAcquireError::NoPermits) => {
+                let acquire = self.shared.window.clone().acquire_owned();
+                tokio::time::timeout(self.timeout, acquire)
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        operation: "confirm window",
+                        after: self.timeout,
+                    })?
+            }
+        };
+        permit.map(Some).map_err(|_| self.shared.gone())
     }
 
     /// The returned mandatory messages of this channel (outside confirm mode), buffered up
@@ -207,6 +217,9 @@ impl Channel {
         };
         let gone = || self.shared.gone();
         command::send(&self.tx, "returns", self.timeout, gone, command).await?;
-        Ok(Returns { rx })
+        Ok(Returns {
+            rx,
+            _guard: self.guard.clone(),
+        })
     }
 }

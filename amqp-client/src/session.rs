@@ -17,12 +17,12 @@ use std::time::Duration;
 use amqp_wire::Transmit;
 use amqp_wire::connection::{Connection as Engine, ConnectionError, State};
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use crate::command::Command;
-use crate::config::ConnectionConfig;
+use crate::config::{ConnectionConfig, Io};
 use crate::error::Error;
 use crate::router::{Parked, Room, Router};
 
@@ -44,10 +44,6 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 /// are already queued: a burst of publishes or acks then costs one wake-up and one vectored
 /// write, not one of each per command. Bounded, so reads and writes are never starved.
 const COMMAND_BATCH: usize = 64;
-
-/// A byte stream: TCP, TLS over TCP, or whatever a connector gives.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 // Carries a command as it came off the queue; see `Command` for why it is not boxed.
 #[allow(clippy::large_enum_variant)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use amqp_wire::connection::Sasl;
 use amqp_wire::{FieldTable, FieldValue};
 
-use super::{ConnectionConfig, Endpoint, TlsOptions, unbracket};
+use super::{ConnectionConfig, Connector, Endpoint, TlsOptions, unbracket};
 use crate::error::Error;
 use crate::uri::{self, AMQP_PORT, AMQPS_PORT, DEFAULT_HOST, HostSpec};
 
@@ -258,6 +258,18 @@ impl ConnectionBuilder {
     /// ..Default::default() }` turns it off.
     pub fn recovery(mut self, recovery: crate::config::Recovery) -> Self {
         self.config.recovery = recovery;
+        self
+    }
+
+    /// How each connection attempt gets its byte stream (see [`Connector`]); TCP by default.
+    ///
+    /// ```
+    /// use amqp_client::{ConnectionConfig, TcpConnector};
+    /// let config = ConnectionConfig::builder().connector(TcpConnector).build();
+    /// # let _ = config;
+    /// ```
+    pub fn connector(mut self, connector: impl Connector) -> Self {
+        self.config.connector = Arc::new(connector);
         self
     }
 
