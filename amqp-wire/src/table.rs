@@ -1,7 +1,7 @@
 //! Field tables and arrays, with the type tags RabbitMQ actually uses.
 //!
-//! The 0-9-1 grammar and RabbitMQ disagree on some tags; RabbitMQ's (the older Qpid letters, see
-//! `CONFORMANCE.md` §5 and the RabbitMQ errata) win, since that is the peer we talk to:
+//! The 0-9-1 grammar and RabbitMQ disagree on some tags; RabbitMQ's (the older Qpid letters, as
+//! RabbitMQ's errata to the spec list them) win, since that is the peer we talk to:
 //!
 //! | tag | value              | note                                          |
 //! |-----|--------------------|-----------------------------------------------|

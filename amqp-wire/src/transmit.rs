@@ -23,7 +23,7 @@ pub const INLINE_BODY_MAX: usize = 256;
 /// queued segment. Grown by one publish's exact size, the buffer would be full after every
 /// publish, and the next one would allocate a new buffer and then its shared header: two
 /// allocations per publish whenever several publishes wait for one write. Growing by 8 KiB
-/// (the read buffer's size, STYLE §7) lets about a hundred publishes share one buffer.
+/// (the size of the read buffer's chunks) lets about a hundred publishes share one buffer.
 const STAGED_GROWTH: usize = 8 * 1024;
 
 /// A queue of encoded frames in write order, which is a [`bytes::Buf`].

@@ -148,7 +148,7 @@ impl Default for ClientConfig {
     }
 }
 
-/// The capabilities a client advertises (`CONFORMANCE.md` §7.1); the three RabbitMQ acts on
+/// The capabilities a client advertises in `connection.start-ok`; the three RabbitMQ acts on
 /// are `consumer_cancel_notify`, `connection.blocked` and `authentication_failure_close`.
 pub(crate) const CAPABILITIES: [&str; 8] = [
     "publisher_confirms",
@@ -250,7 +250,7 @@ mod tests {
 
     #[test]
     fn tune_follows_rabbitmq_rules() {
-        // CONFORMANCE.md §7.2's three cases.
+        // RabbitMQ's three tune cases: either side 0, or both set.
         assert_eq!(
             (
                 negotiate(0u16, 2047),

@@ -1,6 +1,6 @@
 //! Heartbeat timing: when to send one, and when the peer counts as dead.
 //!
-//! With an agreed interval of H seconds (CONFORMANCE.md §8): send a heartbeat when nothing was
+//! With an agreed interval of H seconds: send a heartbeat when nothing was
 //! written for H/2, as RabbitMQ's own sender does; declare the peer dead when nothing at all
 //! was read for 2H. Any frame counts as activity in either direction. H = 0 turns both off.
 
