@@ -98,17 +98,7 @@ impl Driver {
             self.router.session_started(endpoint);
             let error = session.run(&mut self.router, &mut self.commands).await;
             let connected = self.router.session_was_open();
-            let error = match error {
-                // The handshake outlasted connection_timeout: the same error as a TCP or TLS
-                // connect that does (the engine's handshake deadline is connection_timeout).
-                Error::Connection(ConnectionError::HandshakeTimeout) if !connected => {
-                    Error::Timeout {
-                        operation: "connect",
-                        after: self.config.connection_timeout,
-                    }
-                }
-                error => error,
-            };
+            let error = session_error(error, connected, self.config.connection_timeout);
             if self.router.app_closed() {
                 final_error = Some(error);
                 break;
@@ -150,6 +140,19 @@ impl Driver {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Why a session ended, as the application sees it: a handshake that outlasted
+/// `connection_timeout` is the same error as a TCP or TLS connect that does (the engine's
+/// handshake deadline is `connection_timeout`).
+fn session_error(error: Error, connected: bool, connection_timeout: Duration) -> Error {
+    match error {
+        Error::Connection(ConnectionError::HandshakeTimeout) if !connected => Error::Timeout {
+            operation: "connect",
+            after: connection_timeout,
+        },
+        error => error,
     }
 }
 

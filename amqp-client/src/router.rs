@@ -543,6 +543,16 @@ impl Router {
         }
     }
 
+    /// A `basic.consume` sent with `nowait`: its tag, and whether it consumes a stream.
+    fn nowait_consumer(&self, method: &Method) -> Option<(ShortStr, bool)> {
+        match method {
+            Method::BasicConsume(m) if m.no_wait => {
+                Some((m.consumer_tag.clone(), self.topology.consumes_stream(m)))
+            }
+            _ => None,
+        }
+    }
+
     fn call(
         &mut self,
         engine: &mut Engine,
@@ -552,12 +562,7 @@ impl Router {
         reply: oneshot::Sender<Result<Reply>>,
         consumer: Option<ConsumerSink>,
     ) {
-        let nowait_tag = match &method {
-            Method::BasicConsume(m) if m.no_wait => {
-                Some((m.consumer_tag.clone(), self.topology.consumes_stream(m)))
-            }
-            _ => None,
-        };
+        let nowait_tag = self.nowait_consumer(&method);
         let cancel_tag = match &method {
             Method::BasicCancel(m) => Some(m.consumer_tag.clone()),
             _ => None,
